@@ -1,0 +1,26 @@
+"""Geometric knowledge transfer of local activations, as a torchdistill plugin.
+
+Importing the package registers the ``GeoKT*`` losses and adapters in torchdistill's registries, so a YAML
+``dependencies: [{name: geokt_plugin}]`` entry is all a config needs.
+"""
+
+import torchvision  # noqa: F401  (torchdistill.datasets reads sys.modules['torchvision.datasets'] at import)
+
+from . import adapters, functional, losses  # noqa: F401  (registration side effects)
+from ._registry import registered_keys
+from .functional import local_distance_loss, neighbor_kl_loss, neighbor_rank_loss
+from .losses import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GeoKTDistanceLoss",
+    "GeoKTNeighborKLLoss",
+    "GeoKTNeighborRankLoss",
+    "__version__",
+    "functional",
+    "local_distance_loss",
+    "neighbor_kl_loss",
+    "neighbor_rank_loss",
+    "registered_keys",
+]

@@ -1,0 +1,1 @@
+"""Adapters: placeholder replaced by the runner work."""
