@@ -40,8 +40,13 @@ def io_tensor(owner: str, role: str, io_dict: object, path: str, io: str) -> Ten
             f"train.{role}.forward_hook.{io} in the YAML, or fix {role}_module_path."
         )
     entry = io_dict[path]
-    if not isinstance(entry, Mapping) or io not in entry:
-        have = sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__
+    if not isinstance(entry, Mapping):
+        raise TypeError(
+            f"{owner}: {role} io_dict[{path!r}] is a {type(entry).__name__}, not a mapping of 'input'/'output' to "
+            f"tensors. Pass the io_dict torchdistill's forward hooks fill (io_dict[path][io] is the tensor)."
+        )
+    if io not in entry:
+        have = sorted(entry)
         raise ValueError(
             f"{owner}: {role} io_dict[{path!r}] has no {io!r} (has: {have}). Add {path!r} to "
             f"train.{role}.forward_hook.{io} in the YAML, or set {role}_module_io to one of {have}."
