@@ -988,6 +988,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             sync_now = (step + 1) % grad_accum == 0 or step + 1 == len(loader)
             ctx = contextlib.nullcontext() if sync_now else accelerator.no_sync(model)
             with ctx:
+                # a skipped step must leave no trace: the forward pass itself updates BatchNorm running stats
+                saved_buffers = _snapshot_buffers(model) if args.nan_policy == "skip" else None
                 # forward: teacher, student, adapters (secondary_forward) and every loss term under autocast
                 with accelerator.autocast():
                     loss = box.forward_process(sample, targets, supp)
@@ -1006,6 +1008,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                             f"non-finite loss term {bad!r} at epoch {epoch + 1}, step {step + 1} (global step "
                             f"{grad_steps + steps + 1}); {where}. Lower the lr or the term's weight, or use "
                             "--nan-policy skip.")
+                    _restore_buffers(model, saved_buffers)
                     if bar is not None:
                         bar.update(1)
                     continue
@@ -1123,8 +1126,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         atomic_write_text(run_dir / DONE_MARKER, _dt.datetime.now(_dt.timezone.utc).isoformat() + "\n")
         writer.close()
-        logger.info("done: best val %.2f at epoch %d%s -> %s", best_acc, best_epoch,
-                    f", test {summary['test_acc']:.2f}" if "test_acc" in summary else "", run_dir)
+        val = f"best val {best_acc:.2f} at epoch {best_epoch}" if best_epoch >= 0 else "no validation data"
+        test = f", test {summary['test_acc']:.2f}" if summary.get("test_acc") is not None else ""
+        logger.info("done: %s%s -> %s", val, test, run_dir)
     box.clean_modules()
     accelerator.wait_for_everyone()
     return summary
@@ -1145,6 +1149,20 @@ def _fingerprint(model: nn.Module) -> dict[str, str]:
 
 def rows_last(rows: list[dict], key: str) -> Any:
     return rows[-1].get(key) if rows else None
+
+
+def _snapshot_buffers(model: nn.Module) -> dict[str, Tensor]:
+    """Copies of every buffer (BatchNorm running statistics, counters) of ``model``."""
+    return {name: buf.detach().clone() for name, buf in model.named_buffers()}
+
+
+def _restore_buffers(model: nn.Module, saved: Mapping[str, Tensor] | None) -> None:
+    """Put back the buffers saved by :func:`_snapshot_buffers` (no-op for ``None``)."""
+    if saved is None:
+        return
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(saved[name])
 
 
 def _non_finite(loss: Tensor, terms: Mapping[str, Tensor]) -> str | None:
