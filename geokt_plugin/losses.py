@@ -6,7 +6,8 @@ function. Combine layers through ``WeightedSumLoss.sub_terms`` (one loss per lay
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ class _GeoKTPairLoss(nn.Module):
         scope: str,
         reduction: str,
         generator: torch.Generator | None,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -40,6 +42,8 @@ class _GeoKTPairLoss(nn.Module):
         self.teacher_module_path = require_str(owner, "teacher_module_path", teacher_module_path, example="layer2")
         self.teacher_module_io = require_str(owner, "teacher_module_io", teacher_module_io, example="output")
         GF.check_common(owner, max_points=max_points, scope=scope, reduction=reduction, generator=generator)
+        GF.check_chunk_size(owner, chunk_size)
+        self.chunk_size = chunk_size
         self.max_points = max_points
         self.scope = scope
         self.reduction = reduction
@@ -66,11 +70,12 @@ class _GeoKTPairLoss(nn.Module):
                 scope=self.scope,
                 reduction=self.reduction,
                 generator=self.generator,
+                chunk_size=self.chunk_size,
                 **self._knobs(),
             )
-        except ValueError as exc:
-            # Name the YAML-visible layers: the functional error only knows the shapes.
-            raise ValueError(
+        except (ValueError, TypeError) as exc:
+            # Name the YAML-visible layers: the functional error only knows the shapes and dtypes.
+            raise type(exc)(
                 f"{owner} (student {self.student_module_path!r}, teacher {self.teacher_module_path!r}): {exc}"
             ) from exc
 
@@ -82,6 +87,7 @@ class _GeoKTPairLoss(nn.Module):
             "max_points": self.max_points,
             "scope": self.scope,
             "reduction": self.reduction,
+            "chunk_size": self.chunk_size,
         }
         return ", ".join(f"{k}={v!r}" for k, v in parts.items())
 
@@ -123,6 +129,7 @@ class GeoKTDistanceLoss(_GeoKTPairLoss):
         scope: str = "image",
         reduction: str = "mean",
         generator: torch.Generator | None = None,
+        chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         _reject_unknown(type(self).__name__, kwargs)
@@ -135,6 +142,7 @@ class GeoKTDistanceLoss(_GeoKTPairLoss):
             scope=scope,
             reduction=reduction,
             generator=generator,
+            chunk_size=chunk_size,
         )
         GF.check_neighbors(type(self).__name__, neighbors, allow_none=True)
         self.neighbors = neighbors
@@ -178,6 +186,7 @@ class GeoKTNeighborKLLoss(_GeoKTPairLoss):
         scope: str = "image",
         reduction: str = "mean",
         generator: torch.Generator | None = None,
+        chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         _reject_unknown(type(self).__name__, kwargs)
@@ -190,6 +199,7 @@ class GeoKTNeighborKLLoss(_GeoKTPairLoss):
             scope=scope,
             reduction=reduction,
             generator=generator,
+            chunk_size=chunk_size,
         )
         GF.check_positive(type(self).__name__, "bandwidth", bandwidth)
         self.bandwidth = float(bandwidth)
@@ -235,6 +245,7 @@ class GeoKTNeighborRankLoss(_GeoKTPairLoss):
         scope: str = "image",
         reduction: str = "mean",
         generator: torch.Generator | None = None,
+        chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         _reject_unknown(type(self).__name__, kwargs)
@@ -247,6 +258,7 @@ class GeoKTNeighborRankLoss(_GeoKTPairLoss):
             scope=scope,
             reduction=reduction,
             generator=generator,
+            chunk_size=chunk_size,
         )
         GF.check_neighbors(type(self).__name__, neighbors, allow_none=False)
         GF.check_positive(type(self).__name__, "temperature", temperature)

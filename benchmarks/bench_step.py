@@ -1,0 +1,244 @@
+"""One full distillation training step per method, resnet56 -> resnet20 on CIFAR-shaped input, as ratios to KD.
+
+A step is: instructor forward under ``no_grad`` (not for CE), student forward, the criterion, backward, SGD step.
+Every method is built the way a user builds it: torchdistill's ``WeightedSumLoss`` from a ``sub_terms`` config
+(the registered ``GeoKT*`` keys, ``KDLoss``, ``ATLoss``, ``MSELoss`` through ``SimpleLossWrapper``), with the
+features collected by torchdistill's ``ForwardHookManager``. Each method has its own copy of the two networks (same
+initial weights) so hooks never overlap. All methods run in one process, interleaved round-robin; the table shows
+medians and ratios to the KD step measured in the same rounds.
+
+Memory (deterministic, measured once per method outside the timed rounds):
+
+* ``saved MiB``: bytes autograd keeps for backward during the step (activations of the student, loss tensors);
+* ``peak MiB``: persistent bytes (parameters, gradients, optimizer state, batch) plus the peak of tensor
+  allocations during the step above its start (CUDA: ``max_memory_allocated``; CPU: the profiler's memory
+  timeline). The peak ratio to KD is the memory target of issue 6.
+
+Usage::
+
+    python benchmarks/bench_step.py --device cpu --batch-size 32 --repeats 15 --out benchmarks/results/step_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+from torchdistill.core.forward_hook import ForwardHookManager  # noqa: E402
+from torchdistill.losses.registry import get_high_level_loss  # noqa: E402
+from torchdistill.models.classification.resnet import resnet20, resnet56  # noqa: E402
+
+import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
+
+# The GeoKT layer pairs of issue 6: the 32x32 stage sampled to 256 positions, the 16x16 and 8x8 stages exact.
+GEO_PAIRS = {"layer1": 256, "layer2": None, "layer3": None}
+GEO_KEYS = {"distance": "GeoKTDistanceLoss", "kl": "GeoKTNeighborKLLoss", "rank": "GeoKTNeighborRankLoss"}
+
+
+def ce_term() -> dict[str, Any]:
+    return {
+        "criterion": {"key": "CrossEntropyLoss", "kwargs": {"reduction": "mean"}},
+        "criterion_wrapper": {
+            "key": "SimpleLossWrapper",
+            "kwargs": {
+                "input": {"is_from_teacher": False, "module_path": ".", "io": "output"},
+                "target": {"uses_label": True},
+            },
+        },
+        "weight": 1.0,
+    }
+
+
+def kd_term() -> dict[str, Any]:
+    kwargs = {"student_module_path": ".", "student_module_io": "output", "teacher_module_path": ".",
+              "teacher_module_io": "output", "temperature": 4.0, "alpha": 0.9, "reduction": "batchmean"}
+    return {"criterion": {"key": "KDLoss", "kwargs": kwargs}, "weight": 1.0}
+
+
+def geo_terms(kind: str, chunk_size: int | None) -> dict[str, Any]:
+    terms = {}
+    for layer, max_points in GEO_PAIRS.items():
+        kwargs = {"student_module_path": layer, "teacher_module_path": layer, "max_points": max_points}
+        if chunk_size is not None:
+            kwargs["chunk_size"] = chunk_size
+        terms[f"geo_{layer}"] = {"criterion": {"key": GEO_KEYS[kind], "kwargs": kwargs}, "weight": 1.0}
+    return terms
+
+
+def at_term() -> dict[str, Any]:
+    pairs = {
+        layer: {"teacher": {"path": layer, "io": "output"}, "student": {"path": layer, "io": "output"}, "weight": 1}
+        for layer in GEO_PAIRS
+    }
+    return {"criterion": {"key": "ATLoss", "kwargs": {"at_pairs": pairs, "mode": "code"}}, "weight": 1000.0}
+
+
+def hint_term() -> dict[str, Any]:
+    return {
+        "criterion": {"key": "MSELoss", "kwargs": {"reduction": "mean"}},
+        "criterion_wrapper": {
+            "key": "SimpleLossWrapper",
+            "kwargs": {
+                "input": {"is_from_teacher": False, "module_path": "hint", "io": "output"},
+                "target": {"is_from_teacher": True, "module_path": "layer2", "io": "output"},
+            },
+        },
+        "weight": 1.0,
+    }
+
+
+def method_specs(chunk_size: int | None) -> dict[str, dict[str, Any]]:
+    """name -> sub_terms, whether the instructor runs, hooked layers, and whether a hint adapter exists."""
+    layers = list(GEO_PAIRS)
+    specs: dict[str, dict[str, Any]] = {
+        "CE": {"terms": {"ce": ce_term()}, "teacher": False, "hooks": []},
+        "KD": {"terms": {"kd": kd_term()}, "teacher": True, "hooks": []},
+        "AT": {"terms": {"ce": ce_term(), "at": at_term()}, "teacher": True, "hooks": layers},
+        "FitNets": {"terms": {"ce": ce_term(), "hint": hint_term()}, "teacher": True, "hooks": ["layer2"],
+                    "hint": True},
+    }
+    for kind in GEO_KEYS:
+        specs[f"GeoKT-{kind}"] = {"terms": {"ce": ce_term(), **geo_terms(kind, chunk_size)}, "teacher": True,
+                                  "hooks": layers}
+    specs["GeoKT-rank+KD"] = {"terms": {"kd": kd_term(), **geo_terms("rank", chunk_size)}, "teacher": True,
+                              "hooks": layers}
+    return specs
+
+
+class Method:
+    """One method's networks, hooks, criterion and optimizer, and its ``step()``."""
+
+    def __init__(self, name: str, spec: dict[str, Any], student: nn.Module, teacher: nn.Module,
+                 device: torch.device, batch: tuple[Tensor, Tensor]) -> None:
+        self.name = name
+        self.student = copy.deepcopy(student).to(device).train()
+        self.teacher = copy.deepcopy(teacher).to(device).eval() if spec["teacher"] else None
+        self.hint = nn.Conv2d(32, 32, kernel_size=1).to(device) if spec.get("hint") else None
+        self.x, self.y = batch
+        self.s_hooks = ForwardHookManager(device)
+        self.t_hooks = ForwardHookManager(device)
+        for layer in spec["hooks"]:
+            self.s_hooks.add_hook(self.student, layer, requires_input=False, requires_output=True)
+            if self.teacher is not None:
+                self.t_hooks.add_hook(self.teacher, layer, requires_input=False, requires_output=True)
+        if self.hint is not None:
+            self.s_hooks.add_hook(self.student, "layer2", requires_input=False, requires_output=True)
+            if "layer2" not in spec["hooks"]:
+                self.t_hooks.add_hook(self.teacher, "layer2", requires_input=False, requires_output=True)
+        self.criterion = get_high_level_loss({"key": "WeightedSumLoss", "kwargs": {"sub_terms": spec["terms"]}})
+        params = list(self.student.parameters()) + (list(self.hint.parameters()) if self.hint is not None else [])
+        self.optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    def step(self) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        t_io: dict[str, Any] = {}
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_out = self.teacher(self.x)
+            t_io = self.t_hooks.pop_io_dict()
+            t_io["."] = {"output": t_out}
+        s_out = self.student(self.x)
+        s_io = self.s_hooks.pop_io_dict()
+        s_io["."] = {"output": s_out}
+        if self.hint is not None:  # what an auxiliary wrapper's secondary_forward does
+            s_io["hint"] = {"output": self.hint(s_io["layer2"]["output"])}
+        loss = self.criterion({"student": s_io, "teacher": t_io}, {}, self.y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def persistent_bytes(self) -> int:
+        tensors: list[Tensor] = [self.x, self.y]
+        for module in (self.student, self.teacher, self.hint):
+            if module is not None:
+                tensors += list(module.parameters()) + list(module.buffers())
+        tensors += [p for g in self.optimizer.param_groups for p in g["params"]]  # their gradients
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if isinstance(v, Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def saved_bytes(self) -> int:
+        def forward_only() -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            t_io: dict[str, Any] = {}
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_out = self.teacher(self.x)
+                t_io = self.t_hooks.pop_io_dict()
+                t_io["."] = {"output": t_out}
+            s_out = self.student(self.x)
+            s_io = self.s_hooks.pop_io_dict()
+            s_io["."] = {"output": s_out}
+            if self.hint is not None:
+                s_io["hint"] = {"output": self.hint(s_io["layer2"]["output"])}
+            return self.criterion({"student": s_io, "teacher": t_io}, {}, self.y)
+
+        params = [p for m in (self.student, self.teacher, self.hint) if m is not None for p in m.parameters()]
+        loss, nbytes = C.saved_tensor_bytes(forward_only, exclude=params + [self.x])
+        loss.backward()
+        return nbytes
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    student, teacher = resnet20(num_classes=10), resnet56(num_classes=10)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    env_before = C.environment(device)
+    methods = {name: Method(name, spec, student, teacher, device, (x, y))
+               for name, spec in method_specs(args.chunk_size).items() if not args.only or name in args.only}
+    print(f"# bench_step: resnet56 -> resnet20, batch {args.batch_size}, {device}, "
+          f"{torch.get_num_threads()} threads, loadavg {env_before['loadavg']}")
+    steps: dict[str, Callable[[], Any]] = {name: m.step for name, m in methods.items()}
+    times = C.interleaved_times(steps, repeats=args.repeats, warmup=args.warmup, device=device)
+    env_after = C.environment(device)
+    rows = []
+    for name, m in methods.items():
+        peak = m.persistent_bytes() + C.peak_bytes(m.step, device)
+        rows.append({"method": name, "time_ms": 1e3 * C.median(times[name]),
+                     "saved_MiB": m.saved_bytes() / C.MiB, "peak_MiB": peak / C.MiB})
+    base = next((r for r in rows if r["method"] == "KD"), rows[0])
+    for row in rows:
+        row["time_x_kd"] = row["time_ms"] / base["time_ms"]
+        row["peak_x_kd"] = row["peak_MiB"] / base["peak_MiB"]
+        spread = sorted(times[row["method"]])
+        row["iqr_ms"] = 1e3 * (spread[(3 * len(spread)) // 4] - spread[len(spread) // 4])
+    table = C.markdown_table(rows, [("method", "method"), ("time_ms", "median ms"), ("iqr_ms", "IQR ms"),
+                                    ("time_x_kd", "time / KD"), ("saved_MiB", "saved MiB"),
+                                    ("peak_MiB", "peak MiB"), ("peak_x_kd", "peak / KD")])
+    print(table)
+    print(f"loadavg before {env_before['loadavg']}, after {env_after['loadavg']}")
+    payload = {"benchmark": "bench_step", "args": vars(args), "env_before": env_before, "env_after": env_after,
+               "geo_pairs": GEO_PAIRS, "rows": rows, "times_s": times, "table": table}
+    C.write_json(args.out, payload)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds (medians are reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="GeoKT chunk_size (default: automatic)")
+    parser.add_argument("--only", nargs="*", default=None, help="subset of methods (KD is always useful)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

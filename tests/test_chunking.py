@@ -1,0 +1,257 @@
+"""The ``chunk_size`` knob and the fused, memory-bounded evaluation of the three losses (issue 6).
+
+The fused path computes each set's gradient in the forward pass, block by block, and keeps only that gradient
+for backward. These tests hold it to: the same values and gradients whatever the blocks (float64), the same as a
+plain autograd formulation of the spec, a saved-for-backward footprint the size of the student points, a largest
+intermediate bounded by ``chunk_size``, and clear errors for bad knob values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import geokt_plugin.functional as GF
+from geokt_plugin.losses import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
+
+# name -> (function, knobs); "distance_all" is the distance loss on every pair (a separate dense code path).
+CASES = {
+    "distance": (GF.local_distance_loss, {"neighbors": 3}),
+    "distance_all": (GF.local_distance_loss, {"neighbors": None}),
+    "kl": (GF.neighbor_kl_loss, {"bandwidth": 0.7}),
+    "rank": (GF.neighbor_rank_loss, {"neighbors": 3, "temperature": 0.2}),
+}
+ONE_BLOCK = 1 << 30  # a chunk larger than any set: the unchunked evaluation
+
+
+def maps(
+    seed: int, B: int = 3, Cs: int = 4, Ct: int = 6, H: int = 5, W: int = 4, relu: bool = True
+) -> tuple[torch.Tensor, ...]:
+    """float64 student (ReLU'd by default: duplicate points at 0, as in real activations) and instructor maps."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(B, Cs, H, W, generator=g, dtype=torch.float64)
+    s = (s.relu() if relu else s).requires_grad_(True)
+    t = torch.randn(B, Ct, H, W, generator=g, dtype=torch.float64)
+    return s, t
+
+
+def value_and_grad(fn, s, t, **knobs) -> tuple[torch.Tensor, torch.Tensor]:
+    s = s.detach().requires_grad_(True)
+    out = fn(s, t, reduction="none", **knobs)
+    weights = torch.arange(1, out.numel() + 1, dtype=out.dtype)  # distinct per-set weights: checks every set
+    (grad,) = torch.autograd.grad((out * weights).sum(), s)
+    return out.detach(), grad
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A plain autograd formulation of the spec, vectorised (full matrices): the oracle for values and gradients.
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _dense_normalized(points: torch.Tensor) -> torch.Tensor:
+    diff = points.unsqueeze(2) - points.unsqueeze(1)
+    d = (diff.pow(2).sum(-1) + 1e-12).sqrt()
+    n = points.shape[1]
+    off = ~torch.eye(n, dtype=torch.bool)
+    scale = (d * off).sum((1, 2)) / (n * (n - 1))
+    return d / scale.clamp_min(1e-12)[:, None, None]
+
+
+def dense_oracle(name: str, student: torch.Tensor, teacher: torch.Tensor, scope: str) -> torch.Tensor:
+    s = student.flatten(2).transpose(1, 2)
+    t = teacher.detach().flatten(2).transpose(1, 2)
+    if scope == "batch":
+        s, t = s.reshape(1, -1, s.shape[-1]), t.reshape(1, -1, t.shape[-1])
+    n = s.shape[1]
+    diag = torch.eye(n, dtype=torch.bool)
+    dn_s, dn_t = _dense_normalized(s), _dense_normalized(t)
+    knobs = CASES[name][1]
+    if name == "kl":
+        bw = knobs["bandwidth"]
+        lp_s = (-dn_s.pow(2) / bw).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
+        lp_t = (-dn_t.pow(2) / bw).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
+        return (lp_t.exp() * (lp_t - lp_s)).sum((1, 2)) / n
+    if name == "distance_all":
+        err = F.huber_loss(dn_s, dn_t, reduction="none", delta=1.0).masked_fill(diag, 0.0)
+        return err.sum((1, 2)) / (n * (n - 1))
+    k = min(knobs["neighbors"], n - 1)
+    idx = dn_t.masked_fill(diag, math.inf).topk(k, dim=-1, largest=False).indices
+    if name == "distance":
+        err = F.huber_loss(dn_s.gather(2, idx), dn_t.gather(2, idx), reduction="none", delta=1.0)
+        return err.sum((1, 2)) / (n * k)
+    log_q = (-dn_s / knobs["temperature"]).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
+    return (-math.log(k) - log_q.gather(2, idx).mean(-1)).mean(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Exactness
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("scope", ["image", "batch"])
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 20, 41, None])
+def test_chunking_values_and_gradients_do_not_depend_on_chunk_size(name, scope, chunk_size):
+    fn, knobs = CASES[name]
+    s, t = maps(seed=1)
+    ref_value, ref_grad = value_and_grad(fn, s, t, scope=scope, chunk_size=ONE_BLOCK, **knobs)
+    value, grad = value_and_grad(fn, s, t, scope=scope, chunk_size=chunk_size, **knobs)
+    torch.testing.assert_close(value, ref_value, rtol=1e-11, atol=1e-13)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("scope", ["image", "batch"])
+@pytest.mark.parametrize("chunk_size", [2, None])
+def test_chunking_matches_plain_autograd_of_the_spec(name, scope, chunk_size):
+    fn, knobs = CASES[name]
+    s, t = maps(seed=2)
+    value, grad = value_and_grad(fn, s, t, scope=scope, chunk_size=chunk_size, **knobs)
+    oracle_value, oracle_grad = value_and_grad(lambda a, b, **_: dense_oracle(name, a, b, scope), s, t)
+    torch.testing.assert_close(value, oracle_value, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, oracle_grad, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_chunking_with_sampling_and_pooling(name):
+    fn, knobs = CASES[name]
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 5, 4, 4, generator=g, dtype=torch.float64)  # the student is pooled to 4x4
+    results = []
+    for chunk_size in (ONE_BLOCK, 5):
+        gen = torch.Generator().manual_seed(0)
+        results.append(value_and_grad(fn, s, t, max_points=9, generator=gen, chunk_size=chunk_size, **knobs))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_chunking_float32_agrees_with_float64(name):
+    fn, knobs = CASES[name]
+    # No ReLU: exact duplicates are where float32's expansion rounding (not chunking) differs from float64.
+    s, t = maps(seed=4, B=4, H=8, W=8, relu=False)
+    v64, g64 = value_and_grad(fn, s, t, chunk_size=16, **knobs)
+    v32, g32 = value_and_grad(fn, s.float(), t.float(), chunk_size=16, **knobs)
+    torch.testing.assert_close(v32.double(), v64, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g32.double(), g64, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_chunking_no_grad_gives_the_same_value(name):
+    fn, knobs = CASES[name]
+    s, t = maps(seed=5)
+    with_grad = fn(s, t, chunk_size=4, **knobs)
+    with torch.no_grad():
+        without = fn(s, t, chunk_size=4, **knobs)
+    torch.testing.assert_close(without, with_grad.detach(), rtol=1e-12, atol=0)
+    assert not without.requires_grad
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Memory: what is kept for backward, and the largest intermediate
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of distinct storages autograd saves for backward while ``fn`` runs (deterministic)."""
+    seen: dict[int, int] = {}
+
+    def pack(x: torch.Tensor) -> torch.Tensor:
+        storage = x.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("chunk_size", [8, None])
+def test_chunking_saves_only_a_point_sized_gradient_for_backward(name, chunk_size):
+    fn, knobs = CASES[name]
+    B, C, H, W = 4, 3, 8, 8  # n = 64 points per image; one (B, n, n) float64 matrix is 131072 bytes
+    g = torch.Generator().manual_seed(6)
+    s = torch.randn(B, C, H, W, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    fused = saved_bytes(lambda: fn(s, t, chunk_size=chunk_size, **knobs))
+    dense = saved_bytes(lambda: dense_oracle(name, s, t, "image"))
+    points = B * H * W * C * 8
+    matrix = B * (H * W) ** 2 * 8
+    assert fused <= 2 * points + 4096, f"fused path saved {fused} bytes, points are {points}"
+    assert dense >= matrix > 10 * fused  # the plain autograd formulation keeps whole matrices
+
+
+class _LargestTensorSpy(TorchDispatchMode):
+    """Largest element count of any tensor an ATen op returns, forward and backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor):
+                self.largest = max(self.largest, leaf.numel())
+        return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("scope", ["image", "batch"])
+def test_chunking_bounds_the_largest_intermediate(name, scope):
+    fn, knobs = CASES[name]
+    B, C, H, W = 4, 2, 8, 8
+    g = torch.Generator().manual_seed(7)
+    s = torch.randn(B, C, H, W, generator=g, requires_grad=True)
+    t = torch.randn(B, C, H, W, generator=g)
+    n = H * W if scope == "image" else B * H * W
+    sets = B if scope == "image" else 1
+    sizes = {}
+    for chunk_size in (ONE_BLOCK, 4):
+        spy = _LargestTensorSpy()
+        with spy:
+            fn(s, t, scope=scope, chunk_size=chunk_size, **knobs).backward()
+        sizes[chunk_size] = spy.largest
+    assert sizes[ONE_BLOCK] >= sets * n * n  # positive control: one block is the whole matrix
+    # Chunked: a block of 4 rows, or a per-point array (points, k neighbours), whichever is larger.
+    assert sizes[4] <= max(4 * n, sets * n * max(C, 8))
+    assert sizes[4] * 4 <= sizes[ONE_BLOCK]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The knob itself
+# ----------------------------------------------------------------------------------------------------------------
+
+MODULES = {"distance": GeoKTDistanceLoss, "kl": GeoKTNeighborKLLoss, "rank": GeoKTNeighborRankLoss}
+
+
+@pytest.mark.parametrize("name", ["distance", "kl", "rank"])
+@pytest.mark.parametrize(
+    ("bad", "exc", "message"),
+    [(0, ValueError, "got 0"), (-3, ValueError, "got -3"),
+     (2.5, TypeError, r"got 2.5 \(float\)"), (True, TypeError, r"got True \(bool\)"),
+     ("64", TypeError, r"got '64' \(str\)")],
+)
+def test_chunking_rejects_bad_chunk_size(name, bad, exc, message):
+    fn, knobs = CASES[name]
+    s, t = maps(seed=8)
+    with pytest.raises(exc, match=f"{fn.__name__}: chunk_size.*{message}"):
+        fn(s, t, chunk_size=bad, **knobs)
+    with pytest.raises(exc, match=f"{MODULES[name].__name__}: chunk_size.*{message}"):
+        MODULES[name]("layer2", "layer2", chunk_size=bad)
+
+
+@pytest.mark.parametrize("name", ["distance", "kl", "rank"])
+def test_chunking_module_passes_chunk_size_and_shows_it(name):
+    fn, knobs = CASES[name]
+    s, t = maps(seed=9)
+    module = MODULES[name]("layer2", "layer2", chunk_size=5, **knobs)
+    assert "chunk_size=5" in repr(module)
+    out = module({"layer2": {"output": s}}, {"layer2": {"output": t}})
+    torch.testing.assert_close(out, fn(s, t, chunk_size=5, **knobs), rtol=1e-12, atol=0)
