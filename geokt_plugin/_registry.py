@@ -7,7 +7,8 @@ require the ``GeoKT`` prefix, refuse any key that is already taken, and remember
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from torchdistill.losses import registry as loss_registry
 from torchdistill.models import registry as model_registry

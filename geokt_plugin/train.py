@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 
+from ._checks import read_model_state, state_mismatch
 from .validate import ConfigError, check_config, check_run_dir
 from .validate import load_config as _load_yaml
 
@@ -255,32 +256,12 @@ def load_model_checkpoint(model: nn.Module, path: str | os.PathLike, *, where: s
         raise ConfigError(f"{where}: no checkpoint at {str(path)!r} (resolved to {file.resolve()}). Train the model "
                           "first, or fix the path (relative paths start at the working directory).")
     try:
-        obj = _torch_load(file)
-    except Exception as exc:
-        raise ConfigError(f"{where}: {file} is not a loadable checkpoint: {type(exc).__name__}: {exc}") from exc
-    state = obj.get("model", obj) if isinstance(obj, Mapping) else None
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ConfigError(f"{where}: {file} holds neither {{'model': state_dict}} nor a state dict.")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s) {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s) {unexpected[:5]}")
-        if shapes:
-            parts.append(f"shape mismatches {shapes[:5]}")
-        hint = ""
-        if unexpected and any(k.startswith("student_model.") for k in unexpected):
-            hint = (" It looks like a wrapper's state dict; geokt-train checkpoints keep the plain student under "
-                    "'model'.")
-        raise ConfigError(f"{where}: {file} does not fit {type(model).__name__}: {'; '.join(parts)}.{hint}")
+        state = read_model_state(file)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {file} {exc}.") from exc
+    problem = state_mismatch(model, state)
+    if problem is not None:
+        raise ConfigError(f"{where}: {file} does not fit {type(model).__name__}: {problem}")
     model.load_state_dict(state, strict=True)
 
 

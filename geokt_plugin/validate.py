@@ -29,7 +29,6 @@ exist and fit their model under a strict load.
 
 from __future__ import annotations
 
-import collections
 import difflib
 import importlib
 import inspect
@@ -47,6 +46,8 @@ import torch
 import torchvision  # noqa: F401  (torchdistill.datasets needs sys.modules['torchvision.datasets'])
 import yaml
 from torch import Tensor, nn
+
+from ._checks import read_model_state, state_mismatch
 
 __all__ = [
     "DEFAULT_INPUT_SHAPE",
@@ -647,42 +648,16 @@ class _Checker:
             r.ok(f"{where}: {ckpt} exists (not loaded)")
             return
         try:
-            with torch.serialization.safe_globals([collections.Counter]):  # MultiStepLR state holds a Counter
-                obj = torch.load(file, map_location="cpu", weights_only=weights_only)
-        except Exception as exc:  # noqa: BLE001
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            r.error(where, f"{ckpt!r} is not a readable torch checkpoint ({type(exc).__name__}: {first}). Point "
-                           "src_ckpt at a file written by torch.save holding a state_dict or {'model': state_dict}.")
+            state = read_model_state(file, weights_only=weights_only)
+        except ValueError as exc:
+            r.error(where, f"{ckpt!r} {exc}. Point src_ckpt at a file written by torch.save holding a state_dict or "
+                           "{'model': state_dict}.")
             return
-        state = obj.get("model", obj) if isinstance(obj, Mapping) else obj
-        if isinstance(state, Mapping) and state and all(str(k).startswith("module.") for k in state):
-            state = {str(k)[len("module."):]: v for k, v in state.items()}  # saved from DDP/DataParallel
-        if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-            r.error(where, f"{ckpt!r} holds no state_dict (found {type(state).__name__}); expected a mapping of "
-                           "tensors, or {'model': state_dict}.")
-            return
-        expected = model.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        mismatched = [
-            f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-            for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-        ]
-        if not (missing or unexpected or mismatched):
+        problem = state_mismatch(model, state)
+        if problem is None:
             r.ok(f"{where}: {ckpt} fits {what} ({len(state)} tensors)")
             return
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) {unexpected[:5]}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es) (checkpoint vs model) {mismatched[:5]}")
-        hint = "Point src_ckpt at a checkpoint of the same architecture and kwargs (e.g. num_classes)."
-        if unexpected and all(k.startswith(("student_model.", "adapters.")) for k in unexpected):
-            hint = ("Its keys carry an auxiliary wrapper's 'student_model.' prefix: save or load the inner student "
-                    "(geokt-train's last.pt/best.pt already hold the unwrapped student).")
-        r.error(where, f"{ckpt!r} does not load strictly into {what}: {'; '.join(parts)}. {hint}")
+        r.error(where, f"{ckpt!r} does not load strictly into {what}: {problem}")
 
     # -- datasets ----------------------------------------------------------------------------------------------
 

@@ -62,11 +62,11 @@ def test_train_bad_checkpoint_names_path_and_keys(tmp_path):
     path = tmp_path / "resnet20.pt"
     torch.save({"model": resnet20.state_dict()}, path)
     with pytest.raises(ConfigError, match=r"models.teacher_model.src_ckpt: .*resnet20.pt does not fit ResNet4Cifar: "
-                                          r"unexpected \d+ key\(s\) \['layer1.1"):
+                                          r"\d+ unexpected key\(s\) \['layer1.1"):
         T.load_model_checkpoint(resnet8, path, where="models.teacher_model.src_ckpt")
     wrapped = tmp_path / "wrapped.pt"
     torch.save({f"student_model.{k}": v for k, v in resnet8.state_dict().items()}, wrapped)
-    with pytest.raises(ConfigError, match=r"wrapper's state dict; geokt-train checkpoints keep the plain student"):
+    with pytest.raises(ConfigError, match=r"wrapper's 'student_model.' prefix: save or load the inner student"):
         T.load_model_checkpoint(resnet8, wrapped)
     with pytest.raises(ConfigError, match=r"no checkpoint at 'nowhere.pt'"):
         T.load_model_checkpoint(resnet8, "nowhere.pt")
