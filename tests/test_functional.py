@@ -11,6 +11,7 @@ import math
 import re
 
 import pytest
+import reference
 import torch
 from conftest import LOSS_FUNCTIONS, LOSS_NAMES, LOSSES, REFERENCES, pair, randn, tol
 from hypothesis import given, settings
@@ -609,3 +610,20 @@ def test_functional_knobs_are_keyword_only(loss_name):
     s, t = pair(2, 3, 4, 4, 2, 4, 4)
     with pytest.raises(TypeError, match="positional argument"):
         LOSS_FUNCTIONS[loss_name](s, t, 4)
+
+
+def test_functional_dense_geometry_matches_reference():
+    """The public dense geometry helpers agree with the spec's loops (off the diagonal, which callers mask)."""
+    from geokt_plugin.functional import normalized_distances, pairwise_sq_distances
+
+    gen = torch.Generator().manual_seed(7)
+    points = torch.randn(2, 6, 3, generator=gen, dtype=torch.float64)
+    off = ~torch.eye(6, dtype=torch.bool)
+    for b in range(2):
+        rows = [tuple(float(v) for v in p) for p in points[b]]
+        want_d = torch.tensor(reference.distances(rows), dtype=torch.float64)
+        want_dn = torch.tensor(reference.normalized(reference.distances(rows)), dtype=torch.float64)
+        got_q = pairwise_sq_distances(points[b : b + 1])[0]
+        got_dn = normalized_distances(points[b : b + 1])[0]
+        torch.testing.assert_close(got_q[off], (want_d**2)[off] - 1e-12, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(got_dn[off], want_dn[off], rtol=1e-9, atol=1e-12)
