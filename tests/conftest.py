@@ -7,6 +7,8 @@ from collections.abc import Callable
 import pytest
 import reference as ref
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import geokt_plugin  # noqa: F401  (registers the GeoKT* keys before any test builds through torchdistill)
 from geokt_plugin import functional as GF
@@ -68,3 +70,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+class LargestTensorSpy(TorchDispatchMode):
+    """Records the largest element count of any tensor an ATen op returns (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor):
+                self.largest = max(self.largest, leaf.numel())
+        return out

@@ -13,8 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from conftest import LargestTensorSpy
 
 import geokt_plugin.functional as GF
 from geokt_plugin.losses import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
@@ -187,20 +186,6 @@ def test_chunking_saves_only_a_point_sized_gradient_for_backward(name, chunk_siz
     assert dense >= matrix > 10 * fused  # the plain autograd formulation keeps whole matrices
 
 
-class _LargestTensorSpy(TorchDispatchMode):
-    """Largest element count of any tensor an ATen op returns, forward and backward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for leaf in tree_flatten(out)[0]:
-            if isinstance(leaf, torch.Tensor):
-                self.largest = max(self.largest, leaf.numel())
-        return out
-
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("scope", ["image", "batch"])
@@ -214,7 +199,7 @@ def test_chunking_bounds_the_largest_intermediate(name, scope):
     sets = B if scope == "image" else 1
     sizes = {}
     for chunk_size in (ONE_BLOCK, 4):
-        spy = _LargestTensorSpy()
+        spy = LargestTensorSpy()
         with spy:
             fn(s, t, scope=scope, chunk_size=chunk_size, **knobs).backward()
         sizes[chunk_size] = spy.largest

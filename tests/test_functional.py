@@ -13,11 +13,9 @@ import re
 import pytest
 import reference
 import torch
-from conftest import LOSS_FUNCTIONS, LOSS_NAMES, LOSSES, REFERENCES, pair, randn, tol
+from conftest import LOSS_FUNCTIONS, LOSS_NAMES, LOSSES, REFERENCES, LargestTensorSpy, pair, randn, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from geokt_plugin import functional as GF
 
@@ -450,20 +448,6 @@ def test_functional_gradcheck_near_degenerate(loss_name, case):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _LargestTensorSpy(TorchDispatchMode):
-    """Records the largest element count of any tensor an ATen op returns (forward and backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for leaf in tree_flatten(out)[0]:
-            if isinstance(leaf, torch.Tensor):
-                self.largest = max(self.largest, leaf.numel())
-        return out
-
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
 def test_functional_image_scope_never_builds_a_batch_squared_matrix(loss_name, scope):
@@ -472,7 +456,7 @@ def test_functional_image_scope_never_builds_a_batch_squared_matrix(loss_name, s
     B, C, H, W = 8, 3, 4, 4
     s, t = pair(B, C, H, W, C, H, W, seed=30)
     s.requires_grad_(True)
-    spy = _LargestTensorSpy()
+    spy = LargestTensorSpy()
     with spy:
         LOSS_FUNCTIONS[loss_name](s, t, scope=scope).backward()
     BN = B * H * W
