@@ -3,7 +3,8 @@
 Baselines on the same feature maps (student ``(B, 32, H, W)``, instructor ``(B, 64, H, W)``, N = H*W):
 
 * ``dense``: the straightforward autograd formulation of the spec (full ``(S, n, n)`` matrices, autograd keeps the
-  intermediates): what ``geokt_plugin.functional`` did before issue 6, written out below from the spec;
+  intermediates): what ``geokt_plugin.functional`` did before issue 6 (``tests/dense_reference.py`` on the
+  package's dense geometry);
 * torchdistill's ``ATLoss`` (mode ``code``), ``PKTLoss``, ``SPKDLoss``, ``RKDLoss`` (distance + angle terms,
   ``dist_factor=1, angle_factor=2``), built from the registry and fed the same io_dicts;
 * the naive loop reference ``tests/reference.py`` (pure Python, forward only) at B = 1 and small N only; its
@@ -31,13 +32,14 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the spec's reference implementations
 
 import _common as C  # noqa: E402
+from dense_reference import dense_loss  # noqa: E402
 from torchdistill.losses.registry import get_mid_level_loss  # noqa: E402
 
 import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
@@ -45,42 +47,6 @@ from geokt_plugin import functional as GF  # noqa: E402
 
 CS, CT = 32, 64
 GEO = {"distance": GF.local_distance_loss, "kl": GF.neighbor_kl_loss, "rank": GF.neighbor_rank_loss}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The dense autograd formulation (pre-issue-6 implementation), straight from the spec.
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _dense_dn(points: Tensor) -> Tensor:
-    sq = points.pow(2).sum(-1)
-    q = (sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * torch.bmm(points, points.transpose(1, 2))).clamp_min(0.0)
-    d = (q + 1e-12).sqrt()
-    n = points.shape[1]
-    scale = ((d.sum((1, 2)) - d.diagonal(dim1=1, dim2=2).sum(-1)) / (n * (n - 1))).clamp_min(1e-12)
-    return d / scale[:, None, None]
-
-
-def _dense_loss(kind: str, student: Tensor, teacher: Tensor, scope: str) -> Tensor:
-    s = student.flatten(2).transpose(1, 2)
-    t = teacher.detach().flatten(2).transpose(1, 2)
-    if scope == "batch":
-        s, t = s.reshape(1, -1, s.shape[-1]), t.reshape(1, -1, t.shape[-1])
-    n = s.shape[1]
-    diag = torch.eye(n, dtype=torch.bool)
-    dn_s, dn_t = _dense_dn(s), _dense_dn(t)
-    if kind == "kl":
-        lp_s = (-dn_s.pow(2) / 0.5).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
-        lp_t = (-dn_t.pow(2) / 0.5).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
-        return ((lp_t.exp() * (lp_t - lp_s)).sum((1, 2)) / n).mean()
-    k = min(8, n - 1)
-    with torch.no_grad():
-        idx = dn_t.masked_fill(diag, math.inf).topk(k, dim=-1, largest=False).indices
-    if kind == "distance":
-        err = F.huber_loss(dn_s.gather(2, idx), dn_t.gather(2, idx), reduction="none", delta=1.0)
-        return (err.sum((1, 2)) / (n * k)).mean()
-    log_q = (-dn_s / 0.1).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
-    return (-math.log(k) - log_q.gather(2, idx).mean(-1)).mean(-1).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -116,7 +82,8 @@ def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int |
     skipped = []
     if sets * n * n * 4 * 6 <= max_bytes:  # the dense path holds about six such matrices
         for kind in GEO:
-            methods[f"dense-{kind}"] = lambda kind=kind: _dense_loss(kind, student, teacher, scope)
+            methods[f"dense-{kind}"] = lambda kind=kind: dense_loss(
+                kind, student, teacher, scope=scope, normalized=GF.normalized_distances).mean()
     else:
         skipped.append("dense")
     if scope == "image":  # the torchdistill losses have no scope: they relate whole images
@@ -142,7 +109,6 @@ def forward_backward(fn: Callable[[], Tensor], student: Tensor) -> Callable[[], 
 
 def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """GeoKT vs the naive loop reference at B = 1 (the reference is a forward pass only)."""
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
     try:
         reference = importlib.import_module("reference")
     except ImportError:

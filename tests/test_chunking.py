@@ -8,12 +8,10 @@ intermediate bounded by ``chunk_size``, and clear errors for bad knob values.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import LargestTensorSpy
+from dense_reference import dense_loss
 
 import geokt_plugin.functional as GF
 from geokt_plugin.losses import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
@@ -47,44 +45,10 @@ def value_and_grad(fn, s, t, **knobs) -> tuple[torch.Tensor, torch.Tensor]:
     return out.detach(), grad
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# A plain autograd formulation of the spec, vectorised (full matrices): the oracle for values and gradients.
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _dense_normalized(points: torch.Tensor) -> torch.Tensor:
-    diff = points.unsqueeze(2) - points.unsqueeze(1)
-    d = (diff.pow(2).sum(-1) + 1e-12).sqrt()
-    n = points.shape[1]
-    off = ~torch.eye(n, dtype=torch.bool)
-    scale = (d * off).sum((1, 2)) / (n * (n - 1))
-    return d / scale.clamp_min(1e-12)[:, None, None]
-
-
 def dense_oracle(name: str, student: torch.Tensor, teacher: torch.Tensor, scope: str) -> torch.Tensor:
-    s = student.flatten(2).transpose(1, 2)
-    t = teacher.detach().flatten(2).transpose(1, 2)
-    if scope == "batch":
-        s, t = s.reshape(1, -1, s.shape[-1]), t.reshape(1, -1, t.shape[-1])
-    n = s.shape[1]
-    diag = torch.eye(n, dtype=torch.bool)
-    dn_s, dn_t = _dense_normalized(s), _dense_normalized(t)
-    knobs = CASES[name][1]
-    if name == "kl":
-        bw = knobs["bandwidth"]
-        lp_s = (-dn_s.pow(2) / bw).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
-        lp_t = (-dn_t.pow(2) / bw).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
-        return (lp_t.exp() * (lp_t - lp_s)).sum((1, 2)) / n
-    if name == "distance_all":
-        err = F.huber_loss(dn_s, dn_t, reduction="none", delta=1.0).masked_fill(diag, 0.0)
-        return err.sum((1, 2)) / (n * (n - 1))
-    k = min(knobs["neighbors"], n - 1)
-    idx = dn_t.masked_fill(diag, math.inf).topk(k, dim=-1, largest=False).indices
-    if name == "distance":
-        err = F.huber_loss(dn_s.gather(2, idx), dn_t.gather(2, idx), reduction="none", delta=1.0)
-        return err.sum((1, 2)) / (n * k)
-    log_q = (-dn_s / knobs["temperature"]).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
-    return (-math.log(k) - log_q.gather(2, idx).mean(-1)).mean(-1)
+    """Plain autograd of the spec over full matrices (``tests/dense_reference.py``) with this case's knobs."""
+    loss = "distance" if name == "distance_all" else name
+    return dense_loss(loss, student, teacher, scope=scope, **CASES[name][1])
 
 
 # ----------------------------------------------------------------------------------------------------------------
