@@ -139,7 +139,8 @@ class Method:
         params = list(self.student.parameters()) + (list(self.hint.parameters()) if self.hint is not None else [])
         self.optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
 
-    def step(self) -> float:
+    def forward_loss(self) -> Tensor:
+        """Instructor forward (no grad), student forward, adapter, criterion: everything before backward."""
         self.optimizer.zero_grad(set_to_none=True)
         t_io: dict[str, Any] = {}
         if self.teacher is not None:
@@ -152,7 +153,10 @@ class Method:
         s_io["."] = {"output": s_out}
         if self.hint is not None:  # what an auxiliary wrapper's secondary_forward does
             s_io["hint"] = {"output": self.hint(s_io["layer2"]["output"])}
-        loss = self.criterion({"student": s_io, "teacher": t_io}, {}, self.y)
+        return self.criterion({"student": s_io, "teacher": t_io}, {}, self.y)
+
+    def step(self) -> float:
+        loss = self.forward_loss()
         loss.backward()
         self.optimizer.step()
         return loss.detach()
@@ -168,23 +172,8 @@ class Method:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def saved_bytes(self) -> int:
-        def forward_only() -> Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
-            t_io: dict[str, Any] = {}
-            if self.teacher is not None:
-                with torch.no_grad():
-                    t_out = self.teacher(self.x)
-                t_io = self.t_hooks.pop_io_dict()
-                t_io["."] = {"output": t_out}
-            s_out = self.student(self.x)
-            s_io = self.s_hooks.pop_io_dict()
-            s_io["."] = {"output": s_out}
-            if self.hint is not None:
-                s_io["hint"] = {"output": self.hint(s_io["layer2"]["output"])}
-            return self.criterion({"student": s_io, "teacher": t_io}, {}, self.y)
-
         params = [p for m in (self.student, self.teacher, self.hint) if m is not None for p in m.parameters()]
-        loss, nbytes = C.saved_tensor_bytes(forward_only, exclude=params + [self.x])
+        loss, nbytes = C.saved_tensor_bytes(self.forward_loss, exclude=params + [self.x])
         loss.backward()
         return nbytes
 
