@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 
-from ._checks import read_model_state, state_mismatch
+from .model_state import read_model_state, state_mismatch
 from .validate import ConfigError, check_config, check_run_dir
 from .validate import load_config as _load_yaml
 

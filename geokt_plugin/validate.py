@@ -47,7 +47,7 @@ import torchvision  # noqa: F401  (torchdistill.datasets needs sys.modules['torc
 import yaml
 from torch import Tensor, nn
 
-from ._checks import read_model_state, state_mismatch
+from .model_state import read_model_state, state_mismatch
 
 __all__ = [
     "DEFAULT_INPUT_SHAPE",
