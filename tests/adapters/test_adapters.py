@@ -205,7 +205,7 @@ def test_teacher_input_wrapper_adapts_then_runs_the_teacher_and_hooks_work():
 
 # ---- docs/adapters.md: every wrapper snippet builds and runs on real CIFAR ResNets -------------------------------
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "adapters.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "adapters.md"
 _FENCE = re.compile(r"^```yaml\n(.*?)^```", re.M | re.S)
 WRAPPER_SNIPPETS = [m.group(1) for m in _FENCE.finditer(DOC.read_text()) if "auxiliary_model_wrapper" in m.group(1)]
 
