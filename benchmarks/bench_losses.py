@@ -2,18 +2,18 @@
 
 Baselines on the same feature maps (student ``(B, 32, H, W)``, instructor ``(B, 64, H, W)``, N = H*W):
 
-* ``dense``: the straightforward autograd formulation of the spec (full ``(S, n, n)`` matrices, autograd keeps the
-  intermediates): what ``geokt_plugin.functional`` did before issue 6 (``tests/dense_reference.py`` on the
-  package's dense geometry);
+* ``dense``: the straightforward autograd formulation of docs/losses.md (full ``(S, n, n)`` matrices, autograd
+  keeps the intermediates): what a plain implementation costs (``geokt_plugin.testing.dense`` on the package's
+  dense geometry);
 * torchdistill's ``ATLoss`` (mode ``code``), ``PKTLoss``, ``SPKDLoss``, ``RKDLoss`` (distance + angle terms,
   ``dist_factor=1, angle_factor=2``), built from the registry and fed the same io_dicts;
-* the naive loop reference ``tests/reference.py`` (pure Python, forward only) at B = 1 and small N only; its
-  column is the GeoKT forward+backward speed-up over it.
+* the naive loop reference ``geokt_plugin.testing.reference`` (pure Python, forward only) at B = 1 and small N
+  only; its column is the GeoKT forward+backward speed-up over it.
 
 Each grid cell measures its methods round-robin in one process (medians over ``--repeats``), plus the bytes
 autograd saves for backward and the peak allocation (see ``_common.py``). Cells whose dense per-network distance
-matrix would exceed ``--max-dense-gib`` (default 0.5 GiB, to keep the CPU run to a few minutes; the issue's
-ceiling is 2 GiB) are skipped and listed; so are RKD cells whose (B, B, C*N) angle tensor would.
+matrix would exceed ``--max-dense-gib`` (default 0.5 GiB, to keep the CPU run to a few minutes; ``2`` gives
+the full grid) are skipped and listed; so are RKD cells whose (B, B, C*N) angle tensor would.
 
 Usage::
 
@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import sys
@@ -36,17 +35,17 @@ from torch import Tensor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))  # the spec's reference implementations
 
 import _common as C  # noqa: E402
-from dense_reference import dense_loss  # noqa: E402
 from torchdistill.losses.registry import get_mid_level_loss  # noqa: E402
 
 import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
 from geokt_plugin import functional as GF  # noqa: E402
+from geokt_plugin.losses import LOSS_SPECS  # noqa: E402
+from geokt_plugin.testing import dense_loss  # noqa: E402
 
 CS, CT = 32, 64
-GEO = {"distance": GF.local_distance_loss, "kl": GF.neighbor_kl_loss, "rank": GF.neighbor_rank_loss}
+GEO = {name: spec.function for name, spec in LOSS_SPECS.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,7 +82,8 @@ def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int |
     if sets * n * n * 4 * 6 <= max_bytes:  # the dense path holds about six such matrices
         for kind in GEO:
             methods[f"dense-{kind}"] = lambda kind=kind: dense_loss(
-                kind, student, teacher, scope=scope, normalized=GF.normalized_distances).mean()
+                kind, student, teacher, scope=scope, normalized=GF.normalized_distances, **LOSS_SPECS[kind].knobs
+            ).mean()
     else:
         skipped.append("dense")
     if scope == "image":  # the torchdistill losses have no scope: they relate whole images
@@ -109,11 +109,6 @@ def forward_backward(fn: Callable[[], Tensor], student: Tensor) -> Callable[[], 
 
 def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """GeoKT vs the naive loop reference at B = 1 (the reference is a forward pass only)."""
-    try:
-        reference = importlib.import_module("reference")
-    except ImportError:
-        print("note: tests/reference.py not importable yet; the reference column is skipped")
-        return []
     rows = []
     for N in args.reference_n:
         side = int(math.isqrt(N))
@@ -121,9 +116,9 @@ def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         s = torch.randn(1, CS, side, side).relu().requires_grad_()
         t = torch.randn(1, CT, side, side).relu()
         for kind, fn in GEO.items():
-            ref_fn = getattr(reference, fn.__name__)
+            spec = LOSS_SPECS[kind]
             start = time.perf_counter()
-            ref_fn(s.detach().double(), t.double())
+            spec.reference_function()(s.detach().double(), t.double(), **spec.knobs)
             ref_s = time.perf_counter() - start
             times = C.interleaved_times({"geo": forward_backward(lambda fn=fn, s=s, t=t: fn(s, t), s)},
                                         repeats=args.repeats, warmup=1)

@@ -12,7 +12,7 @@ Memory (deterministic, measured once per method outside the timed rounds):
 * ``saved MiB``: bytes autograd keeps for backward during the step (activations of the student, loss tensors);
 * ``peak MiB``: persistent bytes (parameters, gradients, optimizer state, batch) plus the peak of tensor
   allocations during the step above its start (CUDA: ``max_memory_allocated``; CPU: the profiler's memory
-  timeline). The peak ratio to KD is the memory target of issue 6.
+  timeline). The peak ratio to KD is the memory target (docs/performance.md).
 
 Usage::
 
@@ -39,10 +39,11 @@ from torchdistill.losses.registry import get_high_level_loss  # noqa: E402
 from torchdistill.models.classification.resnet import resnet20, resnet56  # noqa: E402
 
 import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
+from geokt_plugin.losses import LOSS_SPECS  # noqa: E402
 
-# The GeoKT layer pairs of issue 6: the 32x32 stage sampled to 256 positions, the 16x16 and 8x8 stages exact.
+# The GeoKT layer pairs: the 32x32 stage sampled to 256 positions, the 16x16 and 8x8 stages exact.
 GEO_PAIRS = {"layer1": 256, "layer2": None, "layer3": None}
-GEO_KEYS = {"distance": "GeoKTDistanceLoss", "kl": "GeoKTNeighborKLLoss", "rank": "GeoKTNeighborRankLoss"}
+GEO_KEYS = {name: spec.key for name, spec in LOSS_SPECS.items()}
 
 
 def ce_term() -> dict[str, Any]:

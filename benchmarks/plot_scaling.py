@@ -16,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from geokt_plugin.losses import LOSS_SPECS  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -25,10 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.json_path) as fh:
         payload = json.load(fh)
     rows = [r for r in payload["rows"] if r["scope"] == "image"]
-    methods = ["GeoKT-distance", "GeoKT-kl", "GeoKT-rank", "dense-kl", "SP", "PKT"]
+    methods = [f"GeoKT-{name}" for name in LOSS_SPECS] + ["dense-kl", "SP", "PKT"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for B, style in zip(sorted({r["B"] for r in rows}), ["-", "--", ":"], strict=False):
-        for method, colour in zip(methods, ["C0", "C1", "C2", "C3", "C4", "C5"], strict=True):
+        for i, method in enumerate(methods):
+            colour = f"C{i % 10}"
             pts = sorted((r["N"], r["time_ms"], r["peak_MiB"]) for r in rows if r["B"] == B and r["method"] == method)
             if not pts:
                 continue

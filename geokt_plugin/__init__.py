@@ -7,9 +7,9 @@ Importing the package registers the ``GeoKT*`` losses and adapters in torchdisti
 import torchvision  # noqa: F401  (torchdistill.datasets reads sys.modules['torchvision.datasets'] at import)
 
 from . import adapters, functional, losses  # noqa: F401  (registration side effects)
-from ._registry import registered_keys
 from .functional import local_distance_loss, neighbor_kl_loss, neighbor_rank_loss
 from .losses import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
+from .registry import registered_keys
 
 __version__ = "0.1.0"
 

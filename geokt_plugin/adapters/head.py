@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .._registry import register_adaptation_module
+from ..registry import register_adaptation_module
 from ._args import positive_int
 
 __all__ = ["GeoKTHeadAdapter"]

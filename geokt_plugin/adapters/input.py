@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._registry import register_adaptation_module
+from ..registry import register_adaptation_module
 from ._args import per_channel, positive_int
 
 __all__ = ["GeoKTInputAdapter"]

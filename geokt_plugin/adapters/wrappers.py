@@ -12,7 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
-from .._registry import register_auxiliary_model_wrapper
+from ..registry import register_auxiliary_model_wrapper
 from ._args import TORCHDISTILL_KWARGS, reject_unknown, require_model
 from .head import GeoKTHeadAdapter
 from .input import GeoKTInputAdapter

@@ -1,7 +1,7 @@
-"""Checklist tests of the functional API (STYLE.md section 4) for the three geometric losses.
+"""Checklist tests of the functional API (docs/contributing.md) for every loss of the LossSpec table.
 
-Every value is compared against ``tests/reference.py`` (naive loops written from the spec) or a closed form
-derived by hand in the comments. Shapes stay tiny so the whole file runs in seconds on 2 CPU cores.
+Every value is compared against ``geokt_plugin.testing.reference`` (naive loops written from docs/losses.md) or a
+closed form derived by hand in the comments. Shapes stay tiny so the whole file runs in seconds on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -11,13 +11,16 @@ import math
 import re
 
 import pytest
-import reference
 import torch
-from conftest import LOSS_FUNCTIONS, LOSS_NAMES, LOSSES, REFERENCES, LargestTensorSpy, pair, randn, tol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geokt_plugin import functional as GF
+from geokt_plugin.losses import LOSS_SPECS
+from geokt_plugin.testing import LargestTensorSpy, pair, randn, reference, tol
+from geokt_plugin.testing.contract import assert_matches_reference, call_with_fresh_generator, gradcheck_student
+
+LOSS_NAMES = tuple(LOSS_SPECS)
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -35,8 +38,8 @@ CASE_IDS = [c[0] for c in CASES]
 
 
 def knobs_for(name: str, overrides: dict, *, seed: int = 11) -> dict:
-    """The loss's spec defaults updated by ``overrides``; a seeded generator whenever sampling is on."""
-    knobs = dict(LOSSES[name][2])
+    """The loss's default knobs updated by ``overrides``; a seeded generator whenever sampling is on."""
+    knobs = dict(LOSS_SPECS[name].knobs)
     for key, value in overrides.items():
         if key == "neighbors" and "neighbors" not in knobs:
             continue
@@ -48,10 +51,7 @@ def knobs_for(name: str, overrides: dict, *, seed: int = 11) -> dict:
 
 def call(fn, student, teacher, knobs: dict, **extra):
     """Call ``fn`` with a fresh copy of the generator state, so functional and reference draw the same positions."""
-    knobs = dict(knobs, **extra)
-    if "generator" in knobs:
-        knobs["generator"] = torch.Generator().manual_seed(knobs["generator"].initial_seed())
-    return fn(student, teacher, **knobs)
+    return call_with_fresh_generator(fn, student, teacher, **knobs, **extra)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def test_functional_smoke_every_reduction(loss_name, case, reduction):
     _, shape, overrides = case
     s, t = pair(*shape, dtype=torch.float32)
     s.requires_grad_(True)
-    out = call(LOSS_FUNCTIONS[loss_name], s, t, knobs_for(loss_name, overrides), reduction=reduction)
+    out = call(LOSS_SPECS[loss_name].function, s, t, knobs_for(loss_name, overrides), reduction=reduction)
     n_sets = 1 if overrides.get("scope") == "batch" else shape[0]
     assert out.shape == ((n_sets,) if reduction == "none" else ())
     assert out.dtype == torch.float32
@@ -89,7 +89,7 @@ def test_functional_smoke_distance_neighbors_none(scope, reduction):
 @pytest.mark.parametrize("scope, expected", [("image", (3,)), ("batch", (1,))])
 def test_functional_cardinality_none_gives_per_set_values(loss_name, scope, expected):
     s, t = pair(3, 2, 3, 3, 4, 3, 3)
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     per_set = fn(s, t, scope=scope, reduction="none")
     assert per_set.shape == expected
     torch.testing.assert_close(fn(s, t, scope=scope, reduction="mean"), per_set.mean(), rtol=1e-12, atol=0)
@@ -100,7 +100,7 @@ def test_functional_cardinality_none_gives_per_set_values(loss_name, scope, expe
 def test_functional_image_scope_values_are_per_image(loss_name):
     # With scope "image" the value of image b depends on image b alone.
     s, t = pair(3, 2, 3, 4, 3, 3, 4)
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     per_set = fn(s, t, reduction="none")
     for b in range(3):
         torch.testing.assert_close(fn(s[b : b + 1], t[b : b + 1], reduction="none"), per_set[b : b + 1])
@@ -116,18 +116,16 @@ def test_functional_image_scope_values_are_per_image(loss_name):
 def test_functional_matches_reference_float64(loss_name, case, reduction):
     _, shape, overrides = case
     s, t = pair(*shape, seed=3)
+    spec = LOSS_SPECS[loss_name]
     knobs = knobs_for(loss_name, overrides)
-    got = call(LOSS_FUNCTIONS[loss_name], s, t, knobs, reduction=reduction)
-    want = call(REFERENCES[loss_name], s, t, knobs, reduction=reduction)
-    assert got.dtype == torch.float64
-    torch.testing.assert_close(got, want, **tol(torch.float64))
+    assert_matches_reference(spec.function, spec.reference_function(), s, t, **knobs, reduction=reduction)
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
 def test_functional_distance_neighbors_none_matches_reference(scope):
     s, t = pair(2, 3, 4, 3, 2, 3, 5, seed=5)
     got = GF.local_distance_loss(s, t, neighbors=None, scope=scope, reduction="none")
-    want = REFERENCES["distance"](s, t, neighbors=None, scope=scope, reduction="none")
+    want = LOSS_SPECS["distance"].reference_function()(s, t, neighbors=None, scope=scope, reduction="none")
     torch.testing.assert_close(got, want, **tol(torch.float64))
 
 
@@ -142,14 +140,15 @@ def test_functional_distance_all_neighbors_equals_neighbors_none():
 @pytest.mark.parametrize("name", ["distance", "rank"])
 def test_functional_k_clips_to_n_minus_1(name):
     s, t = pair(2, 2, 2, 3, 3, 2, 3, seed=8)  # n = 6
-    fn = LOSS_FUNCTIONS[name]
+    fn = LOSS_SPECS[name].function
     torch.testing.assert_close(fn(s, t, neighbors=5, reduction="none"), fn(s, t, neighbors=50, reduction="none"))
 
 
 def test_functional_float32_matches_reference(loss_name):
     s, t = pair(2, 4, 4, 4, 3, 5, 3, seed=9, dtype=torch.float32)
-    got = LOSS_FUNCTIONS[loss_name](s, t, reduction="none")
-    want = REFERENCES[loss_name](s, t, reduction="none").float()
+    spec = LOSS_SPECS[loss_name]
+    got = spec.function(s, t, reduction="none")
+    want = spec.reference_function()(s, t, reduction="none", **spec.knobs).float()
     torch.testing.assert_close(got, want, **tol(torch.float32))
 
 
@@ -178,16 +177,16 @@ _shape_strategy = st.tuples(
 def test_functional_matches_reference_hypothesis(name, shape, seed, neighbors, scope, max_points, scale, chunk_size):
     s, t = pair(*shape, seed=seed)
     knobs = knobs_for(name, {"neighbors": neighbors, "scope": scope, "max_points": max_points}, seed=seed)
-    # chunk_size is an implementation knob (not in the spec): whatever it is, the value is the spec's.
-    if chunk_size is not None and "chunk_size" in inspect.signature(LOSS_FUNCTIONS[name]).parameters:
+    spec = LOSS_SPECS[name]
+    # chunk_size is an implementation knob (not in docs/losses.md): whatever it is, the value is the definition's.
+    if chunk_size is not None and "chunk_size" in inspect.signature(spec.function).parameters:
         knobs["chunk_size"] = chunk_size
-    if name == "kl":
-        knobs["bandwidth"] = scale
-    if name == "rank":
-        knobs["temperature"] = scale
-    got = call(LOSS_FUNCTIONS[name], s, t, knobs, reduction="none")
+    for knob in ("bandwidth", "temperature"):  # the losses' scale knobs
+        if knob in knobs:
+            knobs[knob] = scale
+    got = call(spec.function, s, t, knobs, reduction="none")
     knobs.pop("chunk_size", None)
-    want = call(REFERENCES[name], s, t, knobs, reduction="none")
+    want = call(spec.reference_function(), s, t, knobs, reduction="none")
     torch.testing.assert_close(got, want, **tol(torch.float64))
 
 
@@ -198,7 +197,7 @@ def test_functional_matches_reference_hypothesis(name, shape, seed, neighbors, s
 
 def test_functional_sampling_is_reproducible_with_a_seeded_generator(loss_name):
     s, t = pair(2, 3, 6, 6, 2, 6, 6, seed=12)
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     a = fn(s, t, max_points=9, generator=torch.Generator().manual_seed(1), reduction="none")
     b = fn(s, t, max_points=9, generator=torch.Generator().manual_seed(1), reduction="none")
     c = fn(s, t, max_points=9, generator=torch.Generator().manual_seed(2), reduction="none")
@@ -208,7 +207,7 @@ def test_functional_sampling_is_reproducible_with_a_seeded_generator(loss_name):
 
 def test_functional_sampling_off_when_n_does_not_exceed_max_points(loss_name):
     s, t = pair(2, 3, 3, 3, 2, 3, 3, seed=13)  # N = 9
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     g = torch.Generator().manual_seed(4)
     state = g.get_state()
     torch.testing.assert_close(fn(s, t, max_points=9, generator=g), fn(s, t))
@@ -219,10 +218,10 @@ def test_functional_sampling_uses_the_same_positions_for_every_image_and_both_ne
     # Images identical up to the batch index must keep identical values after sampling (same positions per image),
     # and student == teacher must stay a zero-loss pair for distance and KL (same positions for both networks).
     x = randn(1, 3, 5, 5, seed=14).expand(3, 3, 5, 5)
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     per_image = fn(x, 2.0 * x, max_points=6, generator=torch.Generator().manual_seed(5), reduction="none")
     torch.testing.assert_close(per_image, per_image[:1].expand(3))
-    if loss_name != "rank":
+    if LOSS_SPECS[loss_name].zero_for_similar_maps:
         assert per_image.abs().max() < 1e-9
 
 
@@ -250,7 +249,7 @@ def test_functional_distance_closed_form_three_points():
 
 def test_functional_distance_closed_form_huber_linear_part_and_eps():
     # Teacher at 0, 1, 2: Dn_t = (0.75, 1.5, 0.75) for pairs (01, 02, 12).
-    # Student at 0, 1, 0: points 0 and 2 coincide, so D02 = sqrt(0 + 1e-12) = eps with eps = 1e-6 (the spec's
+    # Student at 0, 1, 0: points 0 and 2 coincide, so D02 = sqrt(0 + 1e-12) = eps with eps = 1e-6 (the definition's
     # epsilon), D01 = D12 = 1 (to 1e-12), s = (2 + eps) / 3, Dn_s = (3/(2+eps), 3 eps/(2+eps), 3/(2+eps)).
     # Pair 02 differs by 3 eps/(2+eps) - 1.5, |x| >= 1: Huber's linear part |x| - 0.5.
     # Pairs 01 and 12 differ by a = 3/(2+eps) - 0.75 (quadratic part a^2 / 2).
@@ -299,7 +298,7 @@ def test_functional_two_points_have_no_geometry():
     # loss with k = 1 has a single candidate, q = 1, L = -ln 1 - ln 1 = 0.
     s, t = line(0, 5), line(0, 0.1)
     for name in LOSS_NAMES:
-        assert LOSS_FUNCTIONS[name](s, t).item() == pytest.approx(0.0, abs=1e-12)
+        assert LOSS_SPECS[name].function(s, t).item() == pytest.approx(0.0, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,7 +325,7 @@ def test_functional_non_contiguous_input(loss_name, view):
     s, t = pair(2, 3, 4, 5, 2, 5, 4, seed=21)
     s_v, t_v = _non_contiguous_views(s)[view], _non_contiguous_views(t)[view]
     assert not (s_v.is_contiguous() and t_v.is_contiguous())
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     torch.testing.assert_close(fn(s_v, t_v, reduction="none"), fn(s, t, reduction="none"), **tol(torch.float64))
     s_v = s_v.detach().requires_grad_(True)
     fn(s_v, t_v).backward()
@@ -335,7 +334,7 @@ def test_functional_non_contiguous_input(loss_name, view):
 
 def test_functional_autocast_bf16_cpu_gives_the_same_value(loss_name):
     s, t = pair(2, 4, 4, 4, 3, 4, 4, seed=22, dtype=torch.float32)
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     plain = fn(s, t, reduction="none")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under = fn(s, t, reduction="none")
@@ -346,7 +345,7 @@ def test_functional_autocast_bf16_cpu_gives_the_same_value(loss_name):
 @pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
 def test_functional_low_precision_input_is_computed_in_fp32(loss_name, low):
     s, t = pair(2, 4, 4, 4, 3, 4, 4, seed=23, dtype=low)
-    fn = LOSS_FUNCTIONS[loss_name]
+    fn = LOSS_SPECS[loss_name].function
     out = fn(s, t, reduction="none")
     assert out.dtype == torch.float32
     # Upcast first, then the whole geometry in fp32: identical to feeding the upcast tensors.
@@ -360,16 +359,16 @@ def test_functional_low_precision_input_is_computed_in_fp32(loss_name, low):
 def test_functional_float64_inputs_give_float64_output(loss_name, dtypes):
     s, t = pair(2, 3, 3, 4, 2, 3, 4, seed=24)
     s, t = s.to(dtypes[0]), t.to(dtypes[1])
-    out = LOSS_FUNCTIONS[loss_name](s, t)
+    out = LOSS_SPECS[loss_name].function(s, t)
     assert out.dtype == torch.float64
-    torch.testing.assert_close(out, LOSS_FUNCTIONS[loss_name](s.double(), t.double()), rtol=1e-12, atol=0)
+    torch.testing.assert_close(out, LOSS_SPECS[loss_name].function(s.double(), t.double()), rtol=1e-12, atol=0)
 
 
 def test_functional_teacher_receives_no_gradient(loss_name):
     s, t = pair(2, 3, 4, 4, 2, 4, 4, seed=25)
     s.requires_grad_(True)
     t.requires_grad_(True)
-    LOSS_FUNCTIONS[loss_name](s, t).backward()
+    LOSS_SPECS[loss_name].function(s, t).backward()
     assert t.grad is None
     assert s.grad is not None and s.grad.abs().sum() > 0
 
@@ -378,6 +377,7 @@ def test_functional_teacher_receives_no_gradient(loss_name):
 # gradcheck (float64)
 # ----------------------------------------------------------------------------------------------------------------
 
+# Knobs for the tiny gradcheck inputs; a loss not listed here is checked with its defaults.
 _GRAD_KNOBS = {"distance": {"neighbors": 3}, "kl": {"bandwidth": 0.5}, "rank": {"neighbors": 3, "temperature": 0.5}}
 
 
@@ -385,14 +385,8 @@ def _gradcheck(
     name: str, s: torch.Tensor, t: torch.Tensor, *, seed: int | None = None, eps: float = 1e-6, **extra
 ) -> bool:
     """float64 gradcheck w.r.t. the student; with ``seed``, every evaluation samples the same positions."""
-    fn = LOSS_FUNCTIONS[name]
-    s = s.detach().clone().requires_grad_(True)
-
-    def loss(x: torch.Tensor) -> torch.Tensor:
-        gen = {} if seed is None else {"generator": torch.Generator().manual_seed(seed)}
-        return fn(x, t, reduction="none", **_GRAD_KNOBS[name], **extra, **gen)
-
-    return torch.autograd.gradcheck(loss, (s,), eps=eps, atol=1e-5, rtol=1e-3)
+    knobs = {**_GRAD_KNOBS.get(name, {}), **extra}
+    return gradcheck_student(LOSS_SPECS[name].function, s, t, seed=seed, eps=eps, **knobs)
 
 
 def test_functional_gradcheck(loss_name):
@@ -430,10 +424,10 @@ def _degenerate_maps() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
                                   "duplicate_points"])
 def test_functional_gradcheck_near_degenerate(loss_name, case):
     s, t = _degenerate_maps()[case]
-    fn = LOSS_FUNCTIONS[loss_name]
-    out = fn(s, t, reduction="none", **_GRAD_KNOBS[loss_name])
+    fn = LOSS_SPECS[loss_name].function
+    out = fn(s, t, reduction="none", **_GRAD_KNOBS.get(loss_name, {}))
     assert torch.isfinite(out).all()
-    # A constant non-zero student is where the spec's eps lives: moving one point by h gives Q = h^2, and
+    # A constant non-zero student is where the definition's eps lives: moving one point by h gives Q = h^2, and
     # D = sqrt(h^2 + 1e-12) is far from linear for h ~ 1e-6, while the expansion ||a||^2 + ||b||^2 - 2<a, b> of
     # O(1) values leaves ~1e-16 of rounding in Q. Central differences with h = 1e-6 then measure that rounding
     # (~1e-4 relative change of D), not the derivative. The exact derivative there is 0 by symmetry (Q = h^2 for
@@ -458,7 +452,7 @@ def test_functional_image_scope_never_builds_a_batch_squared_matrix(loss_name, s
     s.requires_grad_(True)
     spy = LargestTensorSpy()
     with spy:
-        LOSS_FUNCTIONS[loss_name](s, t, scope=scope).backward()
+        LOSS_SPECS[loss_name].function(s, t, scope=scope).backward()
     BN = B * H * W
     if scope == "image":
         assert spy.largest < BN * BN // 2, f"image scope built a tensor of {spy.largest} elements"
@@ -470,7 +464,7 @@ def test_functional_image_scope_never_builds_a_batch_squared_matrix(loss_name, s
 # Error messages
 # ----------------------------------------------------------------------------------------------------------------
 
-_OWNERS = {"distance": "local_distance_loss", "kl": "neighbor_kl_loss", "rank": "neighbor_rank_loss"}
+_OWNERS = {name: spec.owner for name, spec in LOSS_SPECS.items()}
 
 
 def _input_errors(owner: str):
@@ -517,7 +511,7 @@ _INPUT_ERROR_CASES = [(name, *case) for name in LOSS_NAMES for case in _input_er
 )
 def test_functional_input_error_messages(name, student, teacher, exc, message):
     with pytest.raises(exc, match=re.escape(message)):
-        LOSS_FUNCTIONS[name](student, teacher)
+        LOSS_SPECS[name].function(student, teacher)
 
 
 def test_functional_single_point_batch_scope_error_names_the_scope(loss_name):
@@ -527,9 +521,9 @@ def test_functional_single_point_batch_scope_error_names_the_scope(loss_name):
         "align to 1x1 positions (scope='batch', batch 1)."
     )
     with pytest.raises(ValueError, match=re.escape(message)):
-        LOSS_FUNCTIONS[loss_name](randn(1, 3, 1, 1), randn(1, 2, 1, 1), scope="batch")
+        LOSS_SPECS[loss_name].function(randn(1, 3, 1, 1), randn(1, 2, 1, 1), scope="batch")
     # Two 1x1 images in one batch-scope set are 2 points: valid.
-    assert torch.isfinite(LOSS_FUNCTIONS[loss_name](randn(2, 3, 1, 1), randn(2, 2, 1, 1), scope="batch"))
+    assert torch.isfinite(LOSS_SPECS[loss_name].function(randn(2, 3, 1, 1), randn(2, 2, 1, 1), scope="batch"))
 
 
 def _knob_errors(name: str):
@@ -587,17 +581,17 @@ _KNOB_ERROR_CASES = [(name, *case) for name in LOSS_NAMES for case in _knob_erro
 def test_functional_knob_error_messages(name, knobs, exc, message):
     s, t = pair(2, 3, 4, 4, 2, 4, 4)
     with pytest.raises(exc, match=re.escape(message)):
-        LOSS_FUNCTIONS[name](s, t, **knobs)
+        LOSS_SPECS[name].function(s, t, **knobs)
 
 
 def test_functional_knobs_are_keyword_only(loss_name):
     s, t = pair(2, 3, 4, 4, 2, 4, 4)
     with pytest.raises(TypeError, match="positional argument"):
-        LOSS_FUNCTIONS[loss_name](s, t, 4)
+        LOSS_SPECS[loss_name].function(s, t, 4)
 
 
 def test_functional_dense_geometry_matches_reference():
-    """The public dense geometry helpers agree with the spec's loops (off the diagonal, which callers mask)."""
+    """The public dense geometry helpers agree with the reference loops (off the diagonal, which callers mask)."""
     from geokt_plugin.functional import normalized_distances, pairwise_sq_distances
 
     gen = torch.Generator().manual_seed(7)

@@ -18,7 +18,9 @@ __all__ = [
     "register_adaptation_module",
     "register_auxiliary_model_wrapper",
     "register_mid_level_loss",
+    "registered_class",
     "registered_keys",
+    "unregister",
 ]
 
 KEY_PREFIX = "GeoKT"
@@ -97,3 +99,12 @@ def registered_class(kind: str, key: str) -> type:
         return _OURS[kind][key]
     except KeyError:
         raise ValueError(f"No {kind} {key!r} registered by geokt_plugin; known: {registered_keys(kind)}.") from None
+
+
+def unregister(kind: str, key: str) -> None:
+    """Remove a key this package registered (tests that register a temporary class clean up with this)."""
+    cls = registered_class(kind, key)
+    target = _KINDS[kind][1]
+    if target.get(key) is cls:
+        del target[key]
+    del _OURS[kind][key]

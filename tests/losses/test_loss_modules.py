@@ -6,12 +6,15 @@ import re
 
 import pytest
 import torch
-from conftest import LOSS_FUNCTIONS, LOSS_NAMES, MODULE_KEYS, pair, randn
 
 import geokt_plugin
 from geokt_plugin import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
+from geokt_plugin.losses import LOSS_SPECS
+from geokt_plugin.testing import pair, randn
 
-CLASSES = {"distance": GeoKTDistanceLoss, "kl": GeoKTNeighborKLLoss, "rank": GeoKTNeighborRankLoss}
+LOSS_NAMES = tuple(LOSS_SPECS)
+LOSS_FUNCTIONS = {name: spec.function for name, spec in LOSS_SPECS.items()}
+CLASSES = {name: spec.module for name, spec in LOSS_SPECS.items()}
 PATHS = {"student_module_path": "layer2", "teacher_module_path": "layer3"}
 
 
@@ -33,11 +36,12 @@ _KNOB_VARIANTS = {
     "kl": [{}, {"bandwidth": 1.5, "scope": "batch"}, {"bandwidth": 0.25, "reduction": "sum"}],
     "rank": [{}, {"neighbors": 2, "temperature": 0.5, "scope": "batch"}, {"temperature": 0.05, "reduction": "none"}],
 }
+_COMMON_VARIANTS = [{}, {"scope": "batch"}, {"reduction": "none"}]  # for a loss not listed above
 
 
 @pytest.mark.parametrize("variant", range(3))
 def test_module_equals_function(loss_name, variant):
-    knobs = _KNOB_VARIANTS[loss_name][variant]
+    knobs = _KNOB_VARIANTS.get(loss_name, _COMMON_VARIANTS)[variant]
     s, t = pair(2, 3, 5, 4, 4, 4, 6, seed=40)
     module = CLASSES[loss_name](**PATHS, **knobs)
     student_io, teacher_io = io_dicts(s, t)
@@ -71,7 +75,7 @@ def test_module_has_no_parameters_and_teacher_gets_no_gradient(loss_name):
 
 def test_module_is_exported_and_named_by_its_registry_key(loss_name):
     cls = CLASSES[loss_name]
-    assert cls.__name__ == MODULE_KEYS[loss_name]
+    assert cls.__name__ == LOSS_SPECS[loss_name].key
     assert getattr(geokt_plugin, cls.__name__) is cls
 
 
@@ -142,7 +146,7 @@ def _constructor_errors():
             name, {"teacher_module_io": 0}, TypeError,
             f"{owner}: teacher_module_io must be a non-empty string such as 'output', got 0.",
         )
-        typo = {"distance": "neighbours", "kl": "bandwith", "rank": "temprature"}[name]
+        typo = {"distance": "neighbours", "kl": "bandwith", "rank": "temprature"}.get(name, "neighbours")
         yield (
             name, {typo: 1}, TypeError,
             f"{owner}: unknown argument(s) ['{typo}']. Check the spelling under the loss's kwargs in the YAML "
@@ -306,7 +310,7 @@ def test_module_integer_feature_map_names_the_layers(loss_name):
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_module_low_precision_hooks_are_upcast(name):
-    # Under Accelerate bf16, forward-hook captures stay bf16; the loss computes in fp32 (spec, Precision).
+    # Under Accelerate bf16, forward-hook captures stay bf16; the loss computes in fp32 (docs/losses.md, Precision).
     s, t = pair(2, 3, 4, 4, 2, 4, 4, dtype=torch.bfloat16)
     module = CLASSES[name](**PATHS)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -1,11 +1,12 @@
-"""The spec's three losses by plain autograd over full ``(S, n, n)`` matrices, vectorised.
+"""The losses of docs/losses.md by plain autograd over full ``(S, n, n)`` matrices, vectorised.
 
-Two users: ``tests/test_chunking.py`` (the oracle for values *and* gradients of the fused kernels) and
+Two users: ``tests/losses/test_chunking.py`` (the oracle for values *and* gradients of the fused kernel) and
 ``benchmarks/bench_losses.py`` (the "dense" baseline: what a straightforward implementation costs). Nothing is
-imported from ``geokt_plugin``; the benchmark passes the package's own dense geometry through ``normalized``.
+imported from the rest of ``geokt_plugin``; the benchmark passes the package's own dense geometry through
+``normalized``.
 
-Inputs are already aligned maps of equal ``H, W`` (no pooling, no sampling); see ``tests/reference.py`` for the
-full input pipeline.
+Inputs are already aligned maps of equal ``H, W`` (no pooling, no sampling); see
+:mod:`geokt_plugin.testing.reference` for the full input pipeline.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SPEC_DEFAULTS = {"neighbors": 8, "bandwidth": 0.5, "temperature": 0.1}
+__all__ = ["dense_loss", "normalized_by_differences"]
+
+# The knobs each loss reads here; callers pass them all (``LossSpec.knobs`` holds the defaults).
+_KNOBS = {"distance": ("neighbors",), "kl": ("bandwidth",), "rank": ("neighbors", "temperature")}
 
 
 def normalized_by_differences(points: Tensor) -> Tensor:
@@ -39,11 +43,15 @@ def dense_loss(
     normalized: Callable[[Tensor], Tensor] = normalized_by_differences,
     **knobs: float | int | None,
 ) -> Tensor:
-    """Per-set values of ``name`` in ``{"distance", "kl", "rank"}``; knobs default to the spec's.
+    """Per-set values of ``name`` in ``{"distance", "kl", "rank"}`` with the loss's ``knobs``.
 
     ``neighbors=None`` gives the distance loss on every pair.
     """
-    knobs = {**SPEC_DEFAULTS, **knobs}
+    if name not in _KNOBS:
+        raise ValueError(f"dense_loss: unknown loss {name!r}; choose one of {list(_KNOBS)}.")
+    missing = [knob for knob in _KNOBS[name] if knob not in knobs]
+    if missing:
+        raise ValueError(f"dense_loss: {name!r} needs the knob(s) {missing}; pass LossSpec.knobs.")
     s = student.flatten(2).transpose(1, 2)
     t = teacher.detach().flatten(2).transpose(1, 2)
     if scope == "batch":
@@ -65,7 +73,5 @@ def dense_loss(
     if name == "distance":
         err = F.huber_loss(dn_s.gather(2, idx), dn_t.gather(2, idx), reduction="none", delta=1.0)
         return err.sum((1, 2)) / (n * k)
-    if name != "rank":
-        raise ValueError(f"dense_loss: unknown loss {name!r}; choose 'distance', 'kl' or 'rank'.")
     log_q = (-dn_s / knobs["temperature"]).masked_fill(diag, -math.inf).log_softmax(-1).masked_fill(diag, 0.0)
     return (-math.log(k) - log_q.gather(2, idx).mean(-1)).mean(-1)

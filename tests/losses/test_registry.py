@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import subprocess
 import sys
 
 import pytest
-import torch
-from conftest import randn
 from torch import nn
 from torchdistill.losses import mid_level as td_mid_level
 from torchdistill.losses import registry as loss_registry
@@ -18,22 +15,14 @@ from torchdistill.losses.registry import get_mid_level_loss
 from torchdistill.models import registry as model_registry
 
 import geokt_plugin
-from geokt_plugin import _registry
-from geokt_plugin._registry import (
+from geokt_plugin import registry
+from geokt_plugin.registry import (
     register_adaptation_module,
     register_auxiliary_model_wrapper,
     register_mid_level_loss,
     registered_keys,
 )
-
-# The smallest kwargs any GeoKT mid-level loss may need; each key only gets the ones its __init__ accepts.
-MINIMAL_KWARGS = {"student_module_path": "layer2", "teacher_module_path": "layer2"}
-
-
-def minimal_kwargs(cls: type) -> dict:
-    accepted = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in MINIMAL_KWARGS.items() if k in accepted}
-
+from geokt_plugin.testing import assert_module_contract
 
 # ----------------------------------------------------------------------------------------------------------------
 # Contract, over every registered mid-level loss
@@ -50,21 +39,8 @@ def test_registry_lists_the_three_losses():
 
 @pytest.mark.parametrize("key", registered_keys("mid_level_loss"))
 def test_registry_contract_mid_level_loss(key):
-    cls = loss_registry.MIDDLE_LEVEL_LOSS_DICT[key]
-    assert cls.__name__ == key
-    loss = get_mid_level_loss({"key": key, "kwargs": minimal_kwargs(cls)})
-    assert isinstance(loss, nn.Module) and type(loss) is cls
-    assert list(loss.parameters()) == []  # torchdistill never optimises the criterion
-    student = randn(2, 6, 4, 4, seed=50, dtype=torch.float32).requires_grad_(True)
-    teacher = randn(2, 10, 4, 4, seed=51, dtype=torch.float32)
-    student_io = {".": {"output": randn(2, 10, seed=52)}, "layer2": {"output": student}}
-    teacher_io = {".": {"output": randn(2, 10, seed=53)}, "layer2": {"output": teacher}}
-    value = loss(student_io, teacher_io, torch.tensor([0, 1]))
-    assert value.shape == () and torch.isfinite(value)
-    value.backward()
-    assert student.grad is not None and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
-    text = repr(loss)
-    assert text.startswith(f"{key}(") and "layer2" in text
+    # Built from minimal kwargs through torchdistill; no parameters, finite scalar, student gradient, repr.
+    assert_module_contract(key)
 
 
 @pytest.mark.parametrize("key", registered_keys("mid_level_loss"))
@@ -123,13 +99,13 @@ def test_registry_refuses_a_geokt_name_taken_by_another_class():
 
     message = (
         "geokt_plugin registry: key 'GeoKTDistanceLoss' is already registered as a mid_level_loss by "
-        "geokt_plugin.losses.GeoKTDistanceLoss; refusing to replace it with "
+        "geokt_plugin.losses.distance.GeoKTDistanceLoss; refusing to replace it with "
         f"{GeoKTDistanceLoss.__module__}.{GeoKTDistanceLoss.__qualname__}. Rename one of the classes."
     )
     with pytest.raises(ValueError, match=re.escape(message) + "$"):
         register_mid_level_loss(GeoKTDistanceLoss)
     assert loss_registry.MIDDLE_LEVEL_LOSS_DICT["GeoKTDistanceLoss"] is original is geokt_plugin.GeoKTDistanceLoss
-    assert _registry.registered_class("mid_level_loss", "GeoKTDistanceLoss") is original
+    assert registry.registered_class("mid_level_loss", "GeoKTDistanceLoss") is original
 
 
 def test_registry_refuses_a_geokt_name_someone_else_put_in_a_torchdistill_dict(monkeypatch):
@@ -151,18 +127,18 @@ def test_registry_refuses_a_geokt_name_someone_else_put_in_a_torchdistill_dict(m
 
 def test_registry_accepts_a_new_geokt_name_and_the_same_class_twice(monkeypatch):
     # Work on copies so nothing leaks into other tests.
-    monkeypatch.setattr(_registry, "_OURS", {kind: dict(keys) for kind, keys in _registry._OURS.items()})
+    monkeypatch.setattr(registry, "_OURS", {kind: dict(keys) for kind, keys in registry._OURS.items()})
     monkeypatch.setattr(
-        _registry, "_KINDS", {**_registry._KINDS, "mid_level_loss": (_registry._KINDS["mid_level_loss"][0], {})}
+        registry, "_KINDS", {**registry._KINDS, "mid_level_loss": (registry._KINDS["mid_level_loss"][0], {})}
     )
-    target = _registry._KINDS["mid_level_loss"][1]
+    target = registry._KINDS["mid_level_loss"][1]
 
     class GeoKTProbeLoss(nn.Module):
         pass
 
     assert register_mid_level_loss(GeoKTProbeLoss) is GeoKTProbeLoss
     assert target["GeoKTProbeLoss"] is GeoKTProbeLoss
-    assert "GeoKTProbeLoss" in _registry.registered_keys("mid_level_loss")
+    assert "GeoKTProbeLoss" in registry.registered_keys("mid_level_loss")
     # Re-registering the same definition (what importlib.reload does) is not a collision.
     assert register_mid_level_loss(GeoKTProbeLoss) is GeoKTProbeLoss
 
@@ -172,7 +148,7 @@ def test_registry_unknown_kind_and_key_errors():
                                                    "'auxiliary_model_wrapper', 'mid_level_loss'].")):
         registered_keys("loss")
     with pytest.raises(ValueError, match=re.escape("No mid_level_loss 'GeoKTNope' registered by geokt_plugin; known:")):
-        _registry.registered_class("mid_level_loss", "GeoKTNope")
+        registry.registered_class("mid_level_loss", "GeoKTNope")
 
 
 def test_registry_torchdistill_atloss_entry_is_unchanged_after_import():
@@ -213,3 +189,21 @@ def test_registry_import_only_adds_geokt_keys_in_a_fresh_process():
         assert entry["changed"] == [], f"import geokt_plugin replaced {name} entries {entry['changed']}"
         assert all(key.startswith("GeoKT") for key in entry["added"]), (name, entry["added"])
     assert {"GeoKTDistanceLoss", "GeoKTNeighborKLLoss", "GeoKTNeighborRankLoss"} <= set(report["mid"]["added"])
+
+
+def test_registry_unregister_removes_only_what_it_registered(monkeypatch):
+    monkeypatch.setattr(registry, "_OURS", {kind: dict(keys) for kind, keys in registry._OURS.items()})
+    target: dict = {}
+    monkeypatch.setattr(
+        registry, "_KINDS", {**registry._KINDS, "mid_level_loss": (registry._KINDS["mid_level_loss"][0], target)}
+    )
+
+    class GeoKTTemporaryLoss(nn.Module):
+        pass
+
+    register_mid_level_loss(GeoKTTemporaryLoss)
+    assert target["GeoKTTemporaryLoss"] is GeoKTTemporaryLoss
+    registry.unregister("mid_level_loss", "GeoKTTemporaryLoss")
+    assert "GeoKTTemporaryLoss" not in target and "GeoKTTemporaryLoss" not in registered_keys()
+    with pytest.raises(ValueError, match=re.escape("No mid_level_loss 'GeoKTTemporaryLoss' registered")):
+        registry.unregister("mid_level_loss", "GeoKTTemporaryLoss")

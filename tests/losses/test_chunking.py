@@ -1,8 +1,8 @@
-"""The ``chunk_size`` knob and the fused, memory-bounded evaluation of the three losses (issue 6).
+"""The ``chunk_size`` knob and the fused, memory-bounded evaluation of every loss of the LossSpec table.
 
 The fused path computes each set's gradient in the forward pass, block by block, and keeps only that gradient
 for backward. These tests hold it to: the same values and gradients whatever the blocks (float64), the same as a
-plain autograd formulation of the spec, a saved-for-backward footprint the size of the student points, a largest
+plain autograd formulation of docs/losses.md, a saved-for-backward footprint the size of the student points, a largest
 intermediate bounded by ``chunk_size``, and clear errors for bad knob values.
 """
 
@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LargestTensorSpy
-from dense_reference import dense_loss
 
-import geokt_plugin.functional as GF
-from geokt_plugin.losses import GeoKTDistanceLoss, GeoKTNeighborKLLoss, GeoKTNeighborRankLoss
+from geokt_plugin.losses import LOSS_SPECS
+from geokt_plugin.testing import LargestTensorSpy, dense_loss
 
-# name -> (function, knobs); "distance_all" is the distance loss on every pair (a separate dense code path).
-CASES = {
-    "distance": (GF.local_distance_loss, {"neighbors": 3}),
-    "distance_all": (GF.local_distance_loss, {"neighbors": None}),
-    "kl": (GF.neighbor_kl_loss, {"bandwidth": 0.7}),
-    "rank": (GF.neighbor_rank_loss, {"neighbors": 3, "temperature": 0.2}),
-}
+LOSS_NAMES = tuple(LOSS_SPECS)
+# Knobs of the chunking cases (a loss not listed runs with its defaults); "distance_all" is the distance loss on
+# every pair (a separate code path of the kernel).
+_KNOBS = {"distance": {"neighbors": 3}, "kl": {"bandwidth": 0.7}, "rank": {"neighbors": 3, "temperature": 0.2}}
+CASES = {name: (spec.function, {**spec.knobs, **_KNOBS.get(name, {})}) for name, spec in LOSS_SPECS.items()}
+CASES["distance_all"] = (LOSS_SPECS["distance"].function, {"neighbors": None})
 ONE_BLOCK = 1 << 30  # a chunk larger than any set: the unchunked evaluation
 
 
@@ -46,7 +43,7 @@ def value_and_grad(fn, s, t, **knobs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dense_oracle(name: str, student: torch.Tensor, teacher: torch.Tensor, scope: str) -> torch.Tensor:
-    """Plain autograd of the spec over full matrices (``tests/dense_reference.py``) with this case's knobs."""
+    """Plain autograd over full matrices (``geokt_plugin.testing.dense``) with this case's knobs."""
     loss = "distance" if name == "distance_all" else name
     return dense_loss(loss, student, teacher, scope=scope, **CASES[name][1])
 
@@ -71,7 +68,7 @@ def test_chunking_values_and_gradients_do_not_depend_on_chunk_size(name, scope, 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("scope", ["image", "batch"])
 @pytest.mark.parametrize("chunk_size", [2, None])
-def test_chunking_matches_plain_autograd_of_the_spec(name, scope, chunk_size):
+def test_chunking_matches_plain_autograd_of_the_definition(name, scope, chunk_size):
     fn, knobs = CASES[name]
     s, t = maps(seed=2)
     value, grad = value_and_grad(fn, s, t, scope=scope, chunk_size=chunk_size, **knobs)
@@ -177,10 +174,10 @@ def test_chunking_bounds_the_largest_intermediate(name, scope):
 # The knob itself
 # ----------------------------------------------------------------------------------------------------------------
 
-MODULES = {"distance": GeoKTDistanceLoss, "kl": GeoKTNeighborKLLoss, "rank": GeoKTNeighborRankLoss}
+MODULES = {name: spec.module for name, spec in LOSS_SPECS.items()}
 
 
-@pytest.mark.parametrize("name", ["distance", "kl", "rank"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
 @pytest.mark.parametrize(
     ("bad", "exc", "message"),
     [(0, ValueError, "got 0"), (-3, ValueError, "got -3"),
@@ -196,7 +193,7 @@ def test_chunking_rejects_bad_chunk_size(name, bad, exc, message):
         MODULES[name]("layer2", "layer2", chunk_size=bad)
 
 
-@pytest.mark.parametrize("name", ["distance", "kl", "rank"])
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_chunking_module_passes_chunk_size_and_shows_it(name):
     fn, knobs = CASES[name]
     s, t = maps(seed=9)

@@ -1,4 +1,4 @@
-"""Hypothesis fuzzing of the three functional losses: finite in, finite out; clear errors for invalid shapes.
+"""Hypothesis fuzzing of every functional loss: finite in, finite out; clear errors for invalid shapes.
 
 Valid inputs span shapes (B 1-3, C 1-8, H and W 1-6, independently for student and instructor), the four
 dtypes, both scopes, optional sampling, and value regimes from all-zero and constant maps to 1e-30 and 1e30
@@ -12,9 +12,12 @@ import re
 
 import pytest
 import torch
-from conftest import LOSS_FUNCTIONS, LOSS_NAMES
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from geokt_plugin.losses import LOSS_SPECS
+
+LOSS_NAMES = tuple(LOSS_SPECS)
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True)
 
@@ -30,7 +33,7 @@ REGIMES = ("normal", "huge", "tiny", "constant", "zeros", "mixed", "student_dead
 
 
 def n_points(Hs: int, Ws: int, Ht: int, Wt: int, B: int, scope: str) -> int:
-    """Points per set after spatial alignment (the spec's "Inputs", steps 1 and 6)."""
+    """Points per set after spatial alignment (docs/losses.md, "Inputs", steps 1 and 6)."""
     hw = min(Hs, Ht) * min(Ws, Wt)
     return hw if scope == "image" else B * hw
 
@@ -89,7 +92,7 @@ def test_fuzz_finite_inputs_give_finite_value_and_gradient(name, case, reduction
     s.requires_grad_(True)
     t.requires_grad_(True)
     generator = torch.Generator().manual_seed(case["seed"]) if case["max_points"] is not None else None
-    value = LOSS_FUNCTIONS[name](s, t, scope=case["scope"], reduction=reduction, max_points=case["max_points"],
+    value = LOSS_SPECS[name].function(s, t, scope=case["scope"], reduction=reduction, max_points=case["max_points"],
                                  generator=generator)
     label = f"{name} {case} reduction={reduction}"
     assert torch.isfinite(value).all(), f"non-finite value {value} for {label}"
@@ -108,7 +111,7 @@ def test_fuzz_huge_constant_and_outlier_maps_are_finite(name, dtype):
     for regime in ("huge", "mixed", "constant", "tiny"):
         s = make_map((2, 8, 6, 6), regime, dtype, seed=3).requires_grad_(True)
         t = make_map((2, 8, 6, 6), regime, dtype, seed=4)
-        value = LOSS_FUNCTIONS[name](s, t)
+        value = LOSS_SPECS[name].function(s, t)
         value.backward()
         assert torch.isfinite(value), f"{name} {dtype} {regime}: value {value}"
         assert torch.isfinite(s.grad).all(), f"{name} {dtype} {regime}: gradient not finite"
@@ -116,17 +119,17 @@ def test_fuzz_huge_constant_and_outlier_maps_are_finite(name, dtype):
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_fuzz_huge_inputs_match_the_rescaled_loss(name):
-    """All three losses are scale invariant (spec, "Properties"), so a 1e30 map must give the 1.0 map's value."""
+    """Every loss is scale invariant (docs/losses.md, "Properties"), so a 1e30 map must give the 1.0 map's value."""
     s = make_map((2, 4, 5, 5), "normal", torch.float32, seed=11)
     t = make_map((2, 6, 5, 5), "normal", torch.float32, seed=12)
-    ref = LOSS_FUNCTIONS[name](s, t)
-    huge = LOSS_FUNCTIONS[name](s * 1e30, t * 1e30)
+    ref = LOSS_SPECS[name].function(s, t)
+    huge = LOSS_SPECS[name].function(s * 1e30, t * 1e30)
     torch.testing.assert_close(huge, ref, rtol=1e-4, atol=1e-5)
 
 
 @st.composite
 def invalid_case(draw):
-    """A pair that violates exactly one input rule of the spec."""
+    """A pair that violates exactly one input rule of docs/losses.md."""
     kind = draw(st.sampled_from(["ndim", "batch", "points"]))
     B = draw(st.integers(1, 3))
     C = draw(st.integers(1, 8))
@@ -157,7 +160,7 @@ def test_fuzz_invalid_shapes_raise_value_error_naming_both_shapes(name, case, dt
     s = torch.zeros(s_shape, dtype=dtype)
     t = torch.ones(t_shape, dtype=dtype)
     with pytest.raises(ValueError) as info:
-        LOSS_FUNCTIONS[name](s, t, scope=scope)
+        LOSS_SPECS[name].function(s, t, scope=scope)
     message = str(info.value)
     assert str(tuple(s_shape)) in message, message
     assert str(tuple(t_shape)) in message, message

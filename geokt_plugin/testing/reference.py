@@ -1,12 +1,13 @@
-"""Naive reference implementations of the three geometric losses, written straight from the spec.
+"""Naive reference implementations of the geometric losses, written straight from docs/losses.md.
 
-Source: ``shared/spec/geometric-losses.md`` (mirrored in ``docs/losses.md``). Everything here is plain Python
-over lists of floats (IEEE double), with explicit loops over point sets, points and neighbours; nothing is
-imported from ``geokt_plugin``. It is slow on purpose and meant for tiny inputs only (a few dozen points).
+Everything here is plain Python over lists of floats (IEEE double), with explicit loops over point sets, points
+and neighbours; nothing is imported from the rest of ``geokt_plugin``. It is slow on purpose and meant for tiny
+inputs only (a few dozen points). Each function has the name of the loss it checks; its loss-specific knobs have
+no defaults (callers pass ``LossSpec.knobs``), so the defaults live in one place, the loss function.
 
 The only torch calls are ``Tensor.tolist()`` to read the inputs, ``torch.randperm`` for the sampling step
-(the spec defines sampling as a ``randperm`` draw, so the same generator state must give the same positions),
-and ``torch.tensor`` to hand back the result as a float64 tensor.
+(docs/losses.md defines sampling as a ``randperm`` draw, so the same generator state must give the same
+positions), and ``torch.tensor`` to hand back the result as a float64 tensor.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import math
 
 import torch
 
-SQRT_EPS = 1e-12  # spec: D = sqrt(Q + 1e-12)
-SCALE_EPS = 1e-12  # spec: Dn = D / max(s, 1e-12)
+SQRT_EPS = 1e-12  # docs/losses.md: D = sqrt(Q + 1e-12)
+SCALE_EPS = 1e-12  # docs/losses.md: Dn = D / max(s, 1e-12)
 
 Point = list[float]
 
@@ -62,7 +63,7 @@ def point_sets(
     scope: str = "image",
     generator: torch.Generator | None = None,
 ) -> tuple[list[list[Point]], list[list[Point]]]:
-    """Aligned student and teacher point sets (lists of sets of points), per the spec's "Inputs" steps 1-6."""
+    """Aligned student and teacher point sets (lists of sets of points), per docs/losses.md "Inputs" steps 1-6."""
     s_maps = student.detach().double().cpu().tolist()
     t_maps = teacher.detach().double().cpu().tolist()
     H = min(len(s_maps[0][0]), len(t_maps[0][0]))
@@ -172,7 +173,7 @@ def rank_set_value(s_points: list[Point], t_points: list[Point], neighbors: int,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The three losses.
+# The losses.
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -187,22 +188,21 @@ def _reduce(values: list[float], reduction: str) -> torch.Tensor:
 
 
 def local_distance_loss(
-    student, teacher, *, neighbors=8, max_points=None, scope="image", reduction="mean", generator=None
+    student, teacher, *, neighbors, max_points=None, scope="image", reduction="mean", generator=None
 ) -> torch.Tensor:
     s_sets, t_sets = point_sets(student, teacher, max_points=max_points, scope=scope, generator=generator)
     return _reduce([distance_set_value(s, t, neighbors) for s, t in zip(s_sets, t_sets, strict=True)], reduction)
 
 
 def neighbor_kl_loss(
-    student, teacher, *, bandwidth=0.5, max_points=None, scope="image", reduction="mean", generator=None
+    student, teacher, *, bandwidth, max_points=None, scope="image", reduction="mean", generator=None
 ) -> torch.Tensor:
     s_sets, t_sets = point_sets(student, teacher, max_points=max_points, scope=scope, generator=generator)
     return _reduce([kl_set_value(s, t, bandwidth) for s, t in zip(s_sets, t_sets, strict=True)], reduction)
 
 
 def neighbor_rank_loss(
-    student, teacher, *, neighbors=8, temperature=0.1, max_points=None, scope="image", reduction="mean",
-    generator=None,
+    student, teacher, *, neighbors, temperature, max_points=None, scope="image", reduction="mean", generator=None
 ) -> torch.Tensor:
     s_sets, t_sets = point_sets(student, teacher, max_points=max_points, scope=scope, generator=generator)
     values = [rank_set_value(s, t, neighbors, temperature) for s, t in zip(s_sets, t_sets, strict=True)]

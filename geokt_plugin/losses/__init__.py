@@ -1,0 +1,30 @@
+"""The geometric local-activation losses: one file per loss, each a pure function plus its registered module.
+
+Layout: ``checks`` (argument checks), ``geometry`` (point sets, distances), ``kernel`` (the row-blocked fused
+autograd kernel every loss runs on), ``base`` (the shared module base), ``distance`` / ``neighbor_kl`` /
+``neighbor_rank`` (the losses), ``spec`` (the :class:`LossSpec` table). The definitions are in docs/losses.md.
+Importing this package registers the ``GeoKT*`` keys in torchdistill's registry.
+"""
+
+from .base import GeoKTLoss
+from .distance import GeoKTDistanceLoss, local_distance_loss
+from .kernel import BlockLoss, Blocks
+from .neighbor_kl import GeoKTNeighborKLLoss, neighbor_kl_loss
+from .neighbor_rank import GeoKTNeighborRankLoss, neighbor_rank_loss
+from .spec import LOSS_SPECS, LossSpec, loss_spec, register_loss_spec
+
+__all__ = [
+    "LOSS_SPECS",
+    "BlockLoss",
+    "Blocks",
+    "GeoKTDistanceLoss",
+    "GeoKTLoss",
+    "GeoKTNeighborKLLoss",
+    "GeoKTNeighborRankLoss",
+    "LossSpec",
+    "local_distance_loss",
+    "loss_spec",
+    "neighbor_kl_loss",
+    "neighbor_rank_loss",
+    "register_loss_spec",
+]

@@ -1,0 +1,246 @@
+"""The fused, memory-bounded kernel every loss runs on: row blocks, exact gradients computed in the forward pass.
+
+Autograd over the dense (n, n) pipeline keeps several n x n intermediates per network until backward (a 32x32
+stage at batch 128 holds 512 MiB per matrix). Instead, ``_FusedSetLoss`` computes each set's value *and* its exact
+gradient w.r.t. the student points in the forward pass, walking the distance matrices in row blocks, and saves
+only that gradient (the size of the student points) for backward. Nothing is recomputed in backward; peak extra
+memory is a few matrices of one block, bounded by ``chunk_size``.
+
+A loss plugs in as a :class:`BlockLoss`: it says what one block contributes (values, ``dL/dQ`` pair coefficients,
+the scale's share); :class:`Blocks` owns the blocks, the accumulators and the block geometry. The gradient is the
+derivative of exactly the forward computation (same expansion, same clamp, same eps), derived by hand:
+
+  Q_ij = |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>,  A = max(Q, 0) + eps,  D = sqrt(A),  s = mean_{i != j} D.
+  dQ_ij/dx_i = 2 (x_i - x_j),  dQ_ij/dx_j = 2 (x_j - x_i);  dD/dQ = [Q >= 0] / (2 D)  (torch's clamp_min rule).
+  With C = dL/dQ on a row block:  grad[rows] += 2 (rowsum(C) x_rows - C X),  grad += 2 (colsum(C) X - C^T x_rows).
+  ds/dx_i = 2 / (n (n - 1)) * sum_j W_ij (x_i - x_j) with W = [Q >= 0] / D off the diagonal (W is symmetric).
+  dL/ds is only known once every block is done, so grad = direct part + dL/ds * ds/dx at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .checks import check_chunk_size, check_common
+from .geometry import DIST_EPS, SCALE_EPS, point_sets, reduce, rescale_overflowing
+
+__all__ = ["BlockLoss", "Blocks", "block_diag", "geometric_loss", "inv_distances", "set_values"]
+
+AUTO_BLOCK_ENTRIES = 1 << 18  # distance entries per block when chunk_size is None: 1 MiB per fp32 matrix
+
+Augmented = tuple[Tensor, Tensor]  # (points, squared norms)
+Block = tuple[slice, slice]  # (sets, set-local rows)
+
+
+def row_blocks(num_sets: int, n: int, chunk_size: int | None) -> list[Block]:
+    """Cover the ``num_sets * n`` rows by blocks ``(sets, rows)`` of at most ``max(chunk_size, n)`` rows.
+
+    ``chunk_size >= n`` groups ``chunk_size // n`` whole sets per block; a smaller one splits each set's rows.
+    ``None`` picks the rows so that one block holds about ``AUTO_BLOCK_ENTRIES`` distances.
+    """
+    rows = chunk_size if chunk_size is not None else max(1, AUTO_BLOCK_ENTRIES // n)
+    if rows >= n:
+        per = rows // n
+        return [(slice(a, min(a + per, num_sets)), slice(0, n)) for a in range(0, num_sets, per)]
+    return [(slice(a, a + 1), slice(r, min(r + rows, n))) for a in range(num_sets) for r in range(0, n, rows)]
+
+
+def block_diag(m: Tensor, rows: slice) -> Tensor:
+    """View of the entries ``(i, i)`` of a row block starting at set-local row ``rows.start``."""
+    return m.diagonal(offset=rows.start, dim1=1, dim2=2)
+
+
+def inv_distances(d: Tensor, negative: Tensor, rows: slice) -> Tensor:
+    """``W = [Q >= 0] / D`` with a zero diagonal (``d`` has a zero diagonal, so its reciprocal is inf there)."""
+    w = d.reciprocal().masked_fill_(negative, 0.0)
+    block_diag(w, rows).zero_()
+    return w
+
+
+class Blocks:
+    """The row blocks of one evaluation, their geometry, and the accumulators the losses add to.
+
+    Attributes:
+        s, t: centred ``(S, n, C)`` student and instructor points; ``aug_s``, ``aug_t`` add their squared norms.
+        blocks: the ``(sets, rows)`` blocks, in order.
+        need_grad: whether gradients are wanted (otherwise ``grad`` and ``vdir`` are ``None``).
+        value: ``(S,)`` per-set values. dscale: ``(S,)`` ``dL/ds`` of the student's scale.
+        grad: the direct part of ``dL/dx`` (through ``add_pair_grad``). vdir: ``ds/dx`` (through ``add_scale_grad``).
+    """
+
+    def __init__(self, s: Tensor, t: Tensor, chunk_size: int | None, need_grad: bool) -> None:
+        self.s, self.t = s, t
+        self.num_sets, self.n = s.shape[0], s.shape[1]
+        self.blocks = row_blocks(self.num_sets, self.n, chunk_size)
+        self.need_grad = need_grad
+        self.aug_s: Augmented = (s, s.pow(2).sum(-1))
+        self.aug_t: Augmented = (t, t.pow(2).sum(-1))
+        self.value = s.new_zeros(self.num_sets)
+        self.dscale = s.new_zeros(self.num_sets)
+        self.grad = torch.zeros_like(s) if need_grad else None
+        self.vdir = torch.zeros_like(s) if need_grad else None
+
+    @staticmethod
+    def sq(aug: Augmented, sets: slice, rows: slice) -> Tensor:
+        """Unclamped squared distances ``(b, r, n)`` of a row block to every point of its sets: one fused bmm."""
+        x, sq = aug
+        q = torch.baddbmm(sq[sets, rows].unsqueeze(2), x[sets, rows], x[sets].transpose(1, 2), alpha=-2.0)
+        return q.add_(sq[sets].unsqueeze(1))
+
+    def distances(self, aug: Augmented, sets: slice, rows: slice) -> Tensor:
+        """``D = sqrt(max(Q, 0) + eps)`` of a row block, with the diagonal set to 0."""
+        d = self.sq(aug, sets, rows).clamp_min_(0.0).add_(DIST_EPS).sqrt_()
+        block_diag(d, rows).zero_()
+        return d
+
+    def clamped_pair(self, sets: slice, rows: slice) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``(A_s, [Q_s < 0], A_t)`` of a row block, ``A = max(Q, 0) + eps = D^2``; the mask only with gradients."""
+        q_s = self.sq(self.aug_s, sets, rows)
+        negative = q_s < 0 if self.need_grad else None
+        a_s = q_s.clamp_min_(0.0).add_(DIST_EPS)
+        a_t = self.sq(self.aug_t, sets, rows).clamp_min_(0.0).add_(DIST_EPS)
+        return a_s, negative, a_t
+
+    def scales(self, aug: Augmented) -> Tensor:
+        """``s = max(mean_{i != j} D, 1e-12)`` per set, accumulated block by block."""
+        total = aug[1].new_zeros(self.num_sets)
+        for sets, rows in self.blocks:
+            total[sets] += self.distances(aug, sets, rows).sum((1, 2))
+        return self.mean_scale(total)
+
+    def mean_scale(self, off_diagonal_sum: Tensor) -> Tensor:
+        """``max(sum / (n (n - 1)), 1e-12)``: the scale from a per-set sum of off-diagonal distances."""
+        return (off_diagonal_sum / (self.n * (self.n - 1))).clamp_min(SCALE_EPS)
+
+    def add_pair_grad(self, sets: slice, rows: slice, c: Tensor) -> None:
+        """``grad += d/dx sum_ij c_ij Q_ij`` for a row block (``c``: ``(b, r, n)``, zero diagonal, any symmetry)."""
+        grad, x = self.grad, self.s
+        x_rows, x_all = x[sets, rows], x[sets]
+        grad[sets, rows] += 2.0 * (c.sum(2, keepdim=True) * x_rows - torch.bmm(c, x_all))
+        grad[sets] += 2.0 * (c.sum(1).unsqueeze(-1) * x_all - torch.bmm(c.transpose(1, 2), x_rows))
+
+    def add_scale_grad(self, sets: slice, rows: slice, w: Tensor) -> None:
+        """``vdir[rows] += ds/dx_rows`` given ``w = [Q >= 0] / D`` on the block (zero diagonal)."""
+        n, x = self.n, self.s
+        x_rows, x_all = x[sets, rows], x[sets]
+        self.vdir[sets, rows] += (2.0 / (n * (n - 1))) * (w.sum(2, keepdim=True) * x_rows - torch.bmm(w, x_all))
+
+    def result(self) -> tuple[Tensor, Tensor | None]:
+        """Per-set values and, with gradients, ``dL/dx = grad + dL/ds * ds/dx``."""
+        if self.grad is None:
+            return self.value, None
+        return self.value, self.grad.add_(self.dscale[:, None, None] * self.vdir)
+
+
+class BlockLoss:
+    """One loss on the blocks: what each block adds to the values and gradients of :class:`Blocks`.
+
+    The kernel calls ``prepare()``, ``block(sets, rows)`` for every block, ``finish()``, then, when gradients are
+    needed and ``second_pass`` is true, ``grad_block(sets, rows)`` for every block. A loss whose gradient needs
+    per-row or per-set totals (a kNN gather, a ratio of row sums) collects them in the first pass and adds the
+    gradient in the second. Per-set data that does not change between blocks (scales, instructor neighbourhoods
+    or masks) belongs in ``prepare``.
+    """
+
+    second_pass = False
+
+    def __init__(self, blocks: Blocks) -> None:
+        self.blocks = blocks
+
+    def prepare(self) -> None:
+        """Per-set data needed by every block. Default: nothing."""
+
+    def block(self, sets: slice, rows: slice) -> None:
+        """First pass over one block: add to ``blocks.value`` and, where already known, to the gradients."""
+        raise NotImplementedError(f"{type(self).__name__} must define block(sets, rows)")
+
+    def finish(self) -> None:
+        """After the first pass. Default: nothing."""
+
+    def grad_block(self, sets: slice, rows: slice) -> None:
+        """Second pass over one block (only with ``second_pass = True`` and gradients). Default: nothing."""
+
+
+LossFactory = Callable[[Blocks], BlockLoss]
+
+
+class _FusedSetLoss(torch.autograd.Function):
+    """Per-set values whose gradient w.r.t. the student points was computed in the forward pass."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None, need_grad: bool
+    ) -> Tensor:
+        blocks = Blocks(s, t, chunk_size, need_grad)
+        loss = make_loss(blocks)
+        loss.prepare()
+        for sets, rows in blocks.blocks:
+            loss.block(sets, rows)
+        loss.finish()
+        if need_grad and loss.second_pass:
+            for sets, rows in blocks.blocks:
+                loss.grad_block(sets, rows)
+        value, grad = blocks.result()
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad_out[:, None, None] * grad, None, None, None, None
+
+
+def set_values(s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None) -> Tensor:
+    """Per-set values of the loss ``make_loss`` builds, for point sets ``s`` (student) and ``t`` (instructor)."""
+    # Distances do not depend on a common translation. Centring each set first keeps the expansion's cancellation
+    # relative to the spread of the points rather than to their (often large, post-ReLU) norm, and makes identical
+    # points give Q = 0 up to the square of the centring residue: constant maps get a zero gradient, not noise / s^2.
+    s, t = rescale_overflowing(s), rescale_overflowing(t)
+    s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    need_grad = torch.is_grad_enabled() and s.requires_grad
+    return _FusedSetLoss.apply(s, t, make_loss, chunk_size, need_grad)
+
+
+def geometric_loss(
+    owner: str,
+    make_loss: LossFactory,
+    student: Tensor,
+    teacher: Tensor,
+    *,
+    max_points: int | None,
+    scope: str,
+    reduction: str,
+    generator: torch.Generator | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """The frame of every loss: validate, build point sets with autocast off, run the kernel, reduce.
+
+    Args:
+        owner: the loss function's name, for error messages.
+        make_loss: builds the loss's :class:`BlockLoss` on the :class:`Blocks` of this call.
+        student: ``(B, Cs, Hs, Ws)`` student feature map.
+        teacher: ``(B, Ct, Ht, Wt)`` instructor feature map (detached).
+        max_points: sample this many positions per image when ``H*W`` is larger.
+        scope: ``"image"`` or ``"batch"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` over the point sets.
+        generator: random generator for the sampling.
+        chunk_size: distance-matrix rows materialised at once (memory bound, see ``docs/performance.md``);
+            ``None`` picks blocks of about 2**18 distances. The result does not depend on it.
+
+    Returns:
+        A scalar, or ``(B,)`` / ``(1,)`` per-set values with ``reduction="none"``.
+    """
+    check_chunk_size(owner, chunk_size)
+    check_common(owner, max_points=max_points, scope=scope, reduction=reduction, generator=generator)
+    device_type = student.device.type if isinstance(student, Tensor) else "cpu"
+    # Geometry must not run in fp16/bf16: the distance expansion cancels catastrophically at low precision.
+    with torch.autocast(device_type=device_type, enabled=False):
+        s, t = point_sets(student, teacher, max_points=max_points, scope=scope, generator=generator, owner=owner)
+        return reduce(set_values(s, t, make_loss, chunk_size), reduction)
