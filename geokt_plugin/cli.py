@@ -8,8 +8,8 @@ __all__ = ["compare_main", "train_main"]
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``geokt-train``: see ``geokt-train --help`` and :mod:`geokt_plugin.train`."""
-    from .train import main
+    """``geokt-train``: see ``geokt-train --help`` and :mod:`geokt_plugin.runner`."""
+    from .runner.cli import main
 
     code = main(argv)
     if argv is None:  # called as a console script

@@ -18,7 +18,7 @@ import torch
 import yaml
 from torchdistill.models.registry import get_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke"
 BIN = Path(sys.executable).parent
 TIME_COLUMNS = {"epoch_time_s", "images_per_s"}

@@ -2,7 +2,7 @@
 
 Each row breaks one thing in an otherwise valid setup and asserts the error's type and text (where: the YAML path;
 what: the value received; the fix). Every row runs next to a pre-seeded run directory (a checkpoint and a log with
-known bytes) and asserts that nothing in it changed. Most rows call :mod:`geokt_plugin.validate` directly (fast);
+known bytes) and asserts that nothing in it changed. Most rows call :mod:`geokt_plugin.config` directly (fast);
 ``test_broken_inputs_cli_*`` run a handful through ``python -m geokt_plugin.train`` in a subprocess.
 """
 
@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import RandomSampler, TensorDataset
 
 import geokt_plugin.functional as GF
+from geokt_plugin.config import ConfigError, check_config, check_run_dir, load_config
 from geokt_plugin.losses import GeoKTDistanceLoss
-from geokt_plugin.validate import ConfigError, check_config, check_run_dir, load_config
 
 SEEDED = {"last.pt": b"\x80\x02checkpoint bytes that must survive\x00\xff", "train.log": b"epoch 1 loss 2.30\n"}
 SOURCE = "broken.yaml"
@@ -651,11 +651,11 @@ def test_broken_inputs_cli_check_on_a_bad_config_exits_2_and_creates_nothing(tmp
 
 def run_main(ctx: Ctx, capsys, *, run_dir: Path, extra: tuple[str, ...] = ()) -> tuple[int, str]:
     """The same entry point in this process (no interpreter start-up): exit code and stderr."""
-    from geokt_plugin import train as runner
+    from geokt_plugin.runner import main
 
     config = ctx.tmp / SOURCE
     config.write_text(CLI_YAML.replace("HOOK", "layer2").replace("LOSS", "GeoKTDistanceLoss"))
-    code = runner.main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", *extra])
+    code = main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", *extra])
     return code, capsys.readouterr().err
 
 

@@ -9,7 +9,6 @@ augmentation and an epoch-wise scheduler, so data order, RNG, optimizer and sche
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import signal
@@ -21,10 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from geokt_plugin import train as runner
-from geokt_plugin.validate import ConfigError, check_run_dir
+from geokt_plugin import rundir
+from geokt_plugin.config import ConfigError, check_run_dir
+from geokt_plugin.runner import CHECKPOINT_FORMAT
 
-CONFIG = Path(__file__).parent / "fixtures" / "reliability" / "kill_resume.yaml"
+CONFIG = Path(__file__).parents[1] / "fixtures" / "reliability" / "kill_resume.yaml"
 TIMING_COLUMNS = {"epoch_time_s", "images_per_s"}  # wall-clock measurements, never reproducible
 NUM_EPOCHS = 4
 pytestmark = pytest.mark.slow
@@ -113,12 +113,12 @@ def test_kill_resume_sigkill_after_first_epoch_then_resume_equals_uninterrupted_
     assert len(want) == NUM_EPOCHS
     killed_log = (tmp_path / "killed.log").read_text()[-3000:]
     assert proc.returncode == -signal.SIGKILL, f"not killed mid-training (exit {proc.returncode}):\n{killed_log}"
-    assert not (killed / runner.DONE_MARKER).exists()
+    assert not (killed / rundir.DONE).exists()
 
     # What the kill left behind: a loadable last.pt whose rows match the reference so far, and its model loads into
     # a plain student.
     ckpt = load_checkpoint(killed / "last.pt")
-    assert ckpt["format"] == runner.CHECKPOINT_FORMAT
+    assert ckpt["format"] == CHECKPOINT_FORMAT
     saved_epochs = int(ckpt["epoch"]) + 1
     assert 1 <= saved_epochs < NUM_EPOCHS
     plain_student().load_state_dict(ckpt["model"], strict=True)
@@ -129,7 +129,7 @@ def test_kill_resume_sigkill_after_first_epoch_then_resume_equals_uninterrupted_
     resumed = run_cli(killed, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_rows_equal(metric_rows(killed / "metrics.csv"), want)
-    assert (killed / runner.DONE_MARKER).exists()
+    assert (killed / rundir.DONE).exists()
 
     # The final weights are the uninterrupted run's (CPU, same seed).
     got_state = load_checkpoint(killed / "last.pt")["model"]
@@ -176,39 +176,7 @@ def test_kill_resume_kill_before_the_first_checkpoint_is_reported_clearly(tmp_pa
     assert "Traceback" not in resumed.stderr
 
 
-def test_kill_resume_atomic_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
-    """The runner's atomic save: a crash between writing the temp file and the rename leaves the old file whole."""
-    path = tmp_path / "last.pt"
-    runner.atomic_torch_save({"epoch": 1, "w": torch.arange(4.0)}, path)
-    old = path.read_bytes()
-
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt("simulated kill between fsync and rename")
-
-    monkeypatch.setattr(runner.os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt):
-        runner.atomic_torch_save({"epoch": 2, "w": torch.zeros(1000)}, path)
-    monkeypatch.undo()
-    assert path.read_bytes() == old
-    assert torch.load(path, weights_only=True)["epoch"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"], "the temp file was left behind"
-
-
-def test_kill_resume_metrics_csv_is_replaced_atomically(tmp_path, monkeypatch):
-    """metrics.csv goes through the same temp-file-and-rename path: a crash keeps the previous complete file."""
-    log = runner._MetricsLog(tmp_path / "metrics.csv", [{"epoch": 1, "stage": 1, "lr": 0.1, "train_loss": 1.5}])
-    log.write()
-    old = (tmp_path / "metrics.csv").read_text()
-    log.append({"epoch": 2, "stage": 1, "lr": 0.1, "train_loss": 1.25})
-    monkeypatch.setattr(runner.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(OSError):
-        log.write()
-    monkeypatch.undo()
-    assert (tmp_path / "metrics.csv").read_text() == old
-    assert list(csv.DictReader(io.StringIO(old)))[0]["train_loss"] == "1.5"
-
-
-NAN_CONFIG = Path(__file__).parent / "fixtures" / "reliability" / "nan_input.yaml"
+NAN_CONFIG = Path(__file__).parents[1] / "fixtures" / "reliability" / "nan_input.yaml"
 
 
 def test_kill_resume_non_finite_loss_stops_the_run_or_skips_the_step(tmp_path):

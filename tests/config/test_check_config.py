@@ -1,5 +1,5 @@
-"""Unit tests of :mod:`geokt_plugin.validate` beyond the broken-input table: what passes, where shapes come from,
-how YAML failures are attributed, and that the checks themselves write nothing."""
+"""Unit tests of :func:`geokt_plugin.config.check_config` beyond the broken-input table: what passes, where the
+dummy forward's input shape comes from, the CPU fallback, and that the checks leave the config as it was."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import torch
 from test_broken_inputs import SOURCE, base_config, geo, hooks
 from torch import nn
 
-from geokt_plugin.validate import ConfigError, check_config, check_run_dir, load_config
+from geokt_plugin.config import ConfigError, check_config, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = sorted((ROOT / "configs" / "smoke").glob("*.yaml"))
 
 
-def test_validate_configerror_is_a_value_error_with_problems():
+def test_config_error_is_a_value_error_with_problems():
     error = ConfigError.from_problems("x.yaml", ["a: one", "b: two"])
     assert isinstance(error, ValueError)
     assert error.problems == ["a: one", "b: two"]
@@ -27,13 +27,13 @@ def test_validate_configerror_is_a_value_error_with_problems():
 
 
 @pytest.mark.parametrize("path", SMOKE, ids=[p.stem for p in SMOKE])
-def test_validate_smoke_configs_pass_without_warnings(path):
+def test_check_config_smoke_configs_pass_without_warnings(path):
     notes = check_config(load_config(path), config_path=str(path))
     assert notes and all(n.startswith("ok: ") for n in notes), notes
     assert any("dummy forward" in n for n in notes)
 
 
-def test_validate_hook_path_inside_an_auxiliary_wrapper_suggests_the_wrapped_path():
+def test_check_config_hook_path_inside_an_auxiliary_wrapper_suggests_the_wrapped_path():
     """With an instructor input wrapper, paths gain a 'teacher_model.' prefix; forgetting it is a common mistake."""
     config = load_config(ROOT / "configs" / "smoke" / "teacher-input.yaml")
     teacher_hooks = config["train"]["teacher"]["forward_hook"]["output"]
@@ -46,7 +46,7 @@ def test_validate_hook_path_inside_an_auxiliary_wrapper_suggests_the_wrapped_pat
                      r"Nearest valid module paths: \['teacher_model\.layer2'", message), message
 
 
-def test_validate_input_shape_sources_in_order():
+def test_check_config_input_shape_sources_in_order():
     def source(config, **kwargs):
         notes = check_config(config, config_path=SOURCE, **kwargs)
         return next(n for n in notes if n.startswith("ok: train.student: dummy forward"))
@@ -61,7 +61,7 @@ def test_validate_input_shape_sources_in_order():
     assert "(2, 3, 32, 32) (the default" in source(config)
 
 
-def test_validate_meta_forward_falls_back_to_cpu(monkeypatch):
+def test_check_config_meta_forward_falls_back_to_cpu(monkeypatch):
     """A model whose forward needs real values (``.item()``) cannot run on the meta device; the check uses CPU."""
     from torchdistill.models import registry
 
@@ -89,7 +89,7 @@ def test_validate_meta_forward_falls_back_to_cpu(monkeypatch):
                for n in notes), notes
 
 
-def test_validate_kwarg_hint_works_for_torchdistill_losses_too():
+def test_check_config_kwarg_hint_works_for_torchdistill_losses_too():
     config = base_config()
     config["train"]["criterion"]["kwargs"]["sub_terms"]["kd"] = {
         "criterion": {"key": "KDLoss", "kwargs": {"student_module_path": ".", "student_module_io": "output",
@@ -104,7 +104,7 @@ def test_validate_kwarg_hint_works_for_torchdistill_losses_too():
         str(info.value)
 
 
-def test_validate_check_config_does_not_modify_the_config():
+def test_check_config_does_not_modify_the_config():
     config = base_config()
     hooks(config).append("layer1")
     before = copy.deepcopy({k: v for k, v in config.items() if k != "datasets"})
@@ -112,51 +112,39 @@ def test_validate_check_config_does_not_modify_the_config():
     assert {k: v for k, v in config.items() if k != "datasets"} == before
 
 
-def test_validate_load_config_attributes_a_failing_tag_outside_datasets(tmp_path):
-    path = tmp_path / SOURCE
-    path.write_text("models:\n  student_model:\n    key: !import_get {key: 'torchvision.models.no_such_model'}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert re.search(r"broken\.yaml: line 3: the YAML tag !import_get failed: AttributeError: .*no_such_model",
-                     str(info.value)), str(info.value)
+def test_check_config_wrapper_that_needs_real_tensors_is_built_on_cpu(monkeypatch):
+    """An auxiliary wrapper that fails on the meta device asks for CPU (``NEEDS_CPU``), and the checks pass there."""
+    from torchdistill.models import registry
 
+    from geokt_plugin.config.context import CheckContext
+    from geokt_plugin.config.errors import Report
+    from geokt_plugin.config.models_check import check_models
+    from geokt_plugin.config.registries import Registries
+    from geokt_plugin.config.roles_check import BuildStatus, RoleSection, build_role
 
-def test_validate_load_config_names_an_anchored_dataset_id(tmp_path):
-    path = tmp_path / SOURCE
-    path.write_text(
-        "datasets:\n"
-        "  &ok_id fmnist/ok: !import_call {key: 'geokt_plugin.data.fashion_mnist', init: {kwargs: {subset_size: 8}}}\n"
-        "  &bad_id fmnist/bad: !import_call\n"
-        "    key: 'geokt_plugin.data.fashion_mnist'\n"
-        "    init: {kwargs: {split: 'tran'}}\n"
-    )
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert re.search(r"datasets\.fmnist/bad \(line 3\) could not be built: ValueError: fashion_mnist: unknown split "
-                     r"'tran'", str(info.value)), str(info.value)
+    class CPUOnlyWrapper(nn.Module):
+        def __init__(self, student_model: nn.Module, device: torch.device, **kwargs: object) -> None:
+            super().__init__()
+            if torch.device(device).type == "meta":
+                raise RuntimeError("needs real tensors")
+            self.student_model = student_model
 
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.student_model(x)
 
-def test_validate_load_config_refuses_a_non_mapping_document(tmp_path):
-    path = tmp_path / SOURCE
-    path.write_text("- models\n- train\n")
-    with pytest.raises(ConfigError, match=r"broken\.yaml: the config must be a YAML mapping .* got list"):
-        load_config(path)
+    monkeypatch.setitem(registry.AUXILIARY_MODEL_WRAPPER_DICT, "GeoKTTestCPUOnlyWrapper", CPUOnlyWrapper)
+    config = base_config()
+    config["train"]["student"]["auxiliary_model_wrapper"] = {"key": "GeoKTTestCPUOnlyWrapper", "kwargs": {}}
+    config["train"]["student"]["forward_hook"]["output"] = ["student_model.layer2"]
+    geo(config)["student_module_path"] = "student_model.layer2"
+    notes = check_config(config, config_path=SOURCE)
+    assert any(re.search(r"GeoKTDistanceLoss on student \(2, 32, 16, 16\)", n) for n in notes), notes
 
-
-def test_validate_check_run_dir_writes_nothing(tmp_path):
-    fresh = tmp_path / "a" / "b" / "run"
-    assert check_run_dir(fresh, resume=False, overwrite=False) == [f"ok: run dir {fresh} is writable"]
-    assert not (tmp_path / "a").exists()
-    existing = tmp_path / "existing"
-    existing.mkdir()
-    (existing / "notes.txt").write_text("kept\n")
-    check_run_dir(existing, resume=False, overwrite=False)
-    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
-
-
-def test_validate_check_run_dir_allows_resume_and_overwrite_of_a_previous_run(tmp_path):
-    (tmp_path / "last.pt").write_bytes(b"x")
-    assert check_run_dir(tmp_path, resume=True, overwrite=False) == [f"ok: resuming from {tmp_path / 'last.pt'}"]
-    notes = check_run_dir(tmp_path, resume=False, overwrite=True)
-    assert notes == [f"warning: {tmp_path} holds a previous run (last.pt); --overwrite replaces it"]
-    assert (tmp_path / "last.pt").read_bytes() == b"x"
+    ctx = CheckContext(config=config, config_path=SOURCE, device="cpu", report=Report(),
+                       registries=Registries.load(), uses_geokt_dependency=True)
+    ctx.models = check_models(ctx, config["models"])
+    section = RoleSection("student", "train.student", config["train"]["student"])
+    assert build_role(ctx, section, torch.device("meta")).status is BuildStatus.NEEDS_CPU
+    built = build_role(ctx, section, torch.device("cpu"))
+    assert built.status is BuildStatus.BUILT and isinstance(built.models.ref, CPUOnlyWrapper)
+    assert ctx.report.problems == []
