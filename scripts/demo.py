@@ -14,12 +14,12 @@ cores.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from geokt_plugin.rundir import RunDir, read_json, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "quickstart"
@@ -50,7 +50,8 @@ def train(stem: str, run_dir: Path, args: argparse.Namespace, *, may_resume: boo
         cmd.append("--student-only")  # the instructor's own accuracy is in its row
     if args.epochs is not None:
         cmd += ["--epochs", str(args.epochs)]
-    if may_resume and (run_dir / "last.pt").exists() and not (run_dir / "done").exists():
+    run = RunDir(run_dir)
+    if may_resume and run.last.exists() and not run.finished():
         cmd.append("--resume")  # an interrupted demo continues where it stopped
     elif run_dir.exists():
         cmd.append("--overwrite")
@@ -64,12 +65,11 @@ def train(stem: str, run_dir: Path, args: argparse.Namespace, *, may_resume: boo
 
 def read_run(run_dir: Path) -> dict:
     """best val / test accuracy and the epoch count of a finished run (empty dict when it did not finish)."""
-    summary_file = run_dir / "summary.json"
-    if not (run_dir / "done").exists() or not summary_file.exists():
+    run = RunDir(run_dir)
+    if not run.finished() or not run.summary.exists():
         return {}
-    summary = json.loads(summary_file.read_text())
-    with open(run_dir / "metrics.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    summary = read_json(run.summary)
+    rows = read_metrics(run.metrics)
     summary["train_time_s"] = sum(float(r["epoch_time_s"]) for r in rows if r.get("epoch_time_s"))
     return summary
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     # The project's comparison tool writes the same runs as Markdown/CSV tables and validation curves.
     from geokt_plugin import reporting
 
-    finished = [str(run_root / stem) for stem, _ in RUNS if (run_root / stem / "done").exists()]
+    finished = [str(run_root / stem) for stem, _ in RUNS if RunDir(run_root / stem).finished()]
     if finished:
         print()
         reporting.main([*finished, "--out", str(run_root / "report"), "--min-seeds", "1"])

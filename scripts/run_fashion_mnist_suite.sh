@@ -25,7 +25,7 @@ esac
 
 start=$(date +%s)
 status=0
-"$PY" scripts/suite.py run "${phases[@]}" --jobs "$JOBS" || status=$?
+"$PY" -m geokt_plugin.experiments run "${phases[@]}" --jobs "$JOBS" || status=$?
 echo "training finished in $(( $(date +%s) - start ))s (exit $status)"
 
 report() {  # report NAME MIN_SEEDS DIRS...: one geokt-compare over the given experiment folders

@@ -1,0 +1,88 @@
+"""``python -m geokt_plugin.experiments``: the official configs and the Fashion-MNIST reproduction suite.
+
+Subcommands:
+
+- ``configs [--check]``: write every file under ``configs/official/`` (YAMLs and the per-experiment READMEs) and the
+  config table of ``docs/reproducing.md`` from the experiment matrix, or, with ``--check``, exit 1 if any differs.
+  The YAMLs are generated so that ~90 files stay consistent (one recipe per dataset, one set of chosen weights);
+  each is still a plain, self-contained torchdistill config.
+- ``plan PHASE...``: print the runs of phases (``instructors``, ``sweep``, ``students`` = ``core`` then ``extra``)
+  as ``config run_dir seed state``.
+- ``run PHASE... [--jobs N] [--only REGEX] [--train-args ARGS]``: train the runs with ``geokt-train``, ``N``
+  processes at a time, skipping finished runs (see :mod:`geokt_plugin.experiments.scheduler`).
+- ``sweep-table``: the sweep's results and the choice per method (highest final validation top-1).
+- ``claims [RESULTS_CSV] [--metric test|final_val|best_val]``: the per-claim verdicts from a ``geokt-compare``
+  ``results.csv`` (rule in :func:`~geokt_plugin.experiments.claims.claims_table`).
+- ``docs-table``: the table of official configs for ``docs/reproducing.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .claims import claims_table, sweep_table
+from .docs_writer import reproducing_table
+from .generate import write_generated
+from .matrix import ROOT
+from .scheduler import finished, plan, run_phases
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "python -m geokt_plugin.experiments") -> argparse.ArgumentParser:
+    """The parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog=prog, description="The official configs and the Fashion-MNIST "
+                                     "reproduction suite.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("configs", help="write configs/official (or --check them)")
+    p.add_argument("--check", action="store_true")
+    sub.add_parser("docs-table", help="print the docs/reproducing.md table of official configs")
+    sub.add_parser("sweep-table", help="print the sweep's results and choices (highest final val top-1)")
+    p = sub.add_parser("claims", help="print the per-claim verdicts from a geokt-compare results.csv")
+    p.add_argument("results_csv", nargs="?", default="docs/results/fashion_mnist/results.csv")
+    p.add_argument("--metric", choices=("test", "final_val", "best_val"), default="test")
+    p = sub.add_parser("plan", help="print the runs of phases (instructors, sweep, students)")
+    p.add_argument("phases", nargs="+")
+    p = sub.add_parser("run", help="train the runs of phases (instructors, sweep, students), in that order")
+    p.add_argument("phases", nargs="+")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--train-args", default="", help="extra geokt-train arguments, e.g. '--epochs 1'")
+    p.add_argument("--only", default=None, help="only configs whose path matches this regular expression")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.cmd == "configs":
+        return write_generated(args.check)
+    if args.cmd == "claims":
+        print(claims_table(Path(args.results_csv), args.metric), end="")
+    elif args.cmd == "sweep-table":
+        print(sweep_table(), end="")
+    elif args.cmd == "docs-table":
+        print(reproducing_table(), end="")
+    elif args.cmd == "plan":
+        for run in plan(args.phases):
+            state = "linked" if run.same_as else "done" if finished(run.run_dir, run.config) else "todo"
+            print(run.config, run.run_dir, run.seed, state)
+    else:
+        return run_phases(args.phases, args.jobs, shlex.split(args.train_args), args.only)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand from the source checkout's root (run directories are relative to it)."""
+    args = build_parser().parse_args(argv)
+    if not (ROOT / "configs").is_dir():
+        print(f"geokt_plugin.experiments: no configs/ folder in {ROOT}; run it from a source checkout "
+              "(pip install -e .).", file=sys.stderr)
+        return 2
+    os.chdir(ROOT)
+    try:
+        return _dispatch(args)
+    except ValueError as exc:
+        print(f"geokt_plugin.experiments: {exc}", file=sys.stderr)
+        return 1

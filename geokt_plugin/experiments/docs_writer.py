@@ -1,0 +1,119 @@
+"""The generated Markdown: one README per experiment folder and the official-configs table of docs/reproducing.md."""
+
+from __future__ import annotations
+
+from .matrix import FMNIST, FMNIST_INSTRUCTORS, METHOD_TITLES, PAPER_KEY, ROOT, SWEEP_SEED, Recipe, Spec, all_specs
+
+__all__ = ["REPRODUCING", "TABLE_END", "TABLE_START", "readme", "reproducing_table", "with_reproducing_table"]
+
+REPRODUCING = ROOT / "docs" / "reproducing.md"
+TABLE_START, TABLE_END = "<!-- official-configs:start -->", "<!-- official-configs:end -->"
+
+BIBTEX = """@article{theodorakopoulos2021geometric,
+  title   = {Geometric Regularization of Local Activations for Knowledge Transfer in Convolutional Neural Networks},
+  author  = {Theodorakopoulos, Ilias and Fotopoulou, Foteini and Economou, George},
+  journal = {Information},
+  volume  = {12},
+  number  = {8},
+  pages   = {333},
+  year    = {2021},
+  doi     = {10.3390/info12080333}
+}"""
+
+EXPERIMENT_INTRO = {
+    "instructors": "Instructor training (CE only). Train these first: every student config's `src_ckpt` names "
+                   "the `best.pt` these runs write. Instructors use one seed (0).",
+    "smaller_model": "Claim 1, transfer to a smaller model; claim 4 (synergy with KD) is the `geokt_rank_kd` row "
+                     "against `kd` and `geokt_rank`.",
+    "across_architectures": "Claim 2, transfer between different architectures (the instructor's channel counts "
+                            "differ from the student's; the geometric losses need no projection, FitNets needs its "
+                            "adapter). Claim 4 again through `geokt_rank_kd`.",
+    "external_data": "Claim 3, transfer from an instructor trained on other data. KD cannot apply (different label "
+                     "spaces), so only feature-based methods are compared with CE.",
+    "limited_data": "Claim 5, training with limited data: the methods below on 10/20/50/100% of the training "
+                    "images (nested class-balanced subsets). The `_frac100` configs equal the `smaller_model` ones; "
+                    "the Fashion-MNIST suite trains them once and links the run directories.",
+    "sweep": "The validation sweep that chose the loss weights and knobs of every method (same number of settings "
+             "per method, one seed, chosen by final validation top-1; the test set is never looked at). Results: "
+             "`docs/reproducing.md`, section Sweep. Run with `bash scripts/run_fashion_mnist_suite.sh sweep`.",
+}
+CIFAR_RECIPE_TEXT = (
+    "Recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4 (5e-4 for the Wide ResNet instructors), batch 64, 182 "
+    "epochs, MultiStepLR [91, 136] x0.1, random crop (padding 4) + horizontal flip; 5,000 training images are held "
+    "out as the validation split (the test set is only evaluated at the end). Loss weights come from the "
+    "Fashion-MNIST validation sweep and were not tuned on CIFAR-10. The data downloads to `~/datasets/cifar10` (and "
+    "`~/datasets/cifar100`).")
+
+
+def _fmnist_sizing() -> str:
+    r = FMNIST
+    ins = ", ".join(f"{k} {v.images} images x {v.epochs} epochs" for k, v in FMNIST_INSTRUCTORS.items())
+    return (f"students train on {r.student_images} class-balanced images for {r.epochs} epochs (MultiStepLR "
+            f"{list(r.milestones)}), validated on {r.val_size} held-out training images, tested on a class-balanced "
+            f"2000-image subset of the official test set; instructors: {ins}. Geometric losses sample "
+            f"`max_points: {r.max_points}` positions (layer1 and layer2). SGD lr 0.1, momentum 0.9, weight decay "
+            "1e-4, batch 64, crop + flip.")
+
+
+def _commands(recipe: Recipe, experiment: str, specs: list[Spec]) -> list[str]:
+    """The README's command blocks: one process per run, then one ``accelerate launch`` per run."""
+    rel = f"configs/official/{recipe.name}/{PAPER_KEY}/{experiment}"
+    fm = recipe is FMNIST
+    seed = "0" if experiment == "instructors" else "$S"
+    lines = ["## Commands", "", "One process" + (" on CPU" if fm else " (GPU if present; add `--device cpu` for CPU)")
+             + ", for each seed S in 0 1 2" + (" (instructors: seed 0 only)" if experiment == "instructors" else "")
+             + ":", "", "```bash"]
+    cpu = " --device cpu" if fm else ""
+    lines += [f"geokt-train --config {rel}/{s.stem}.yaml --run-dir runs/{s.run_name}/seed{seed} --seed {seed}{cpu}"
+              for s in specs]
+    lines += ["```", "", "Several GPUs (one process per GPU; batch 64 per process, the learning rate is not scaled):",
+              "", "```bash"]
+    lines += [f"accelerate launch --multi_gpu --num_processes N -m geokt_plugin.train --config {rel}/{s.stem}.yaml "
+              f"--run-dir runs/{s.run_name}/seed{seed} --seed {seed}" for s in specs]
+    return lines + ["```", ""]
+
+
+def readme(recipe: Recipe, experiment: str, specs: list[Spec]) -> str:
+    """The README of one experiment folder: intro, sizing, paper, commands and an empty results table."""
+    lines = [f"# {recipe.title}: {experiment.replace('_', ' ')}", "", EXPERIMENT_INTRO[experiment], ""]
+    if recipe is FMNIST:
+        lines += ["Sizing: " + _fmnist_sizing() + " Measured results and the per-claim verdicts are in "
+                  "[docs/reproducing.md](../../../../../docs/reproducing.md).", ""]
+    else:
+        lines += [CIFAR_RECIPE_TEXT, ""]
+    lines += ["## Paper", "", "```bibtex", BIBTEX, "```", "",
+              "The geometric losses are this project's formulation of the paper's description "
+              "([docs/losses.md](../../../../../docs/losses.md)), not the paper's equations.", ""]
+    lines += _commands(recipe, experiment, specs)
+    lines += ["Then the table: `geokt-compare runs/" + f"{recipe.name}/{PAPER_KEY}/{experiment}/*/seed* "
+              f"--out runs/{recipe.name}/{PAPER_KEY}/report`.", "", "## Results", "",
+              "Top-1 accuracy (%), mean ± std over seeds (n). Fill from `geokt-compare`.", "",
+              "| config | method | final val | best val | test | n |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| `{spec.stem}` | {METHOD_TITLES[spec.method]} | | | | |" for spec in specs]
+    return "\n".join(lines) + "\n"
+
+
+def reproducing_table() -> str:
+    """The docs/reproducing.md table: one row per official config (experiment, metric, seeds, hardware, logs)."""
+    rows = ["| config | experiment | metric | seeds | hardware | run dir and log |", "|---|---|---|---|---|---|"]
+    for spec in all_specs():
+        if spec.experiment == "sweep":
+            seeds, metric = f"{SWEEP_SEED}", "final val top-1 (no test)"
+        elif spec.experiment == "instructors":
+            seeds, metric = "0", "val top-1 (final, best); test top-1 of best.pt"
+        else:
+            seeds, metric = "0, 1, 2", "val top-1 (final, best); test top-1 of best.pt"
+        state = "ran" if spec.recipe is FMNIST else "not run here"
+        rows.append(f"| [`{spec.stem}`](../configs/official/{spec.relpath}) | {spec.recipe.name}/{spec.experiment} | "
+                    f"{metric} | {seeds} ({state}) | {spec.recipe.hardware} | `runs/{spec.run_name}/seed<S>[.log]` |")
+    return "\n".join(rows) + "\n"
+
+
+def with_reproducing_table(text: str) -> str:
+    """docs/reproducing.md with the official-configs table between its markers replaced by the current one."""
+    head, sep, rest = text.partition(TABLE_START)
+    _, sep2, tail = rest.partition(TABLE_END)
+    if not sep or not sep2:
+        raise ValueError(f"{REPRODUCING} lacks the markers {TABLE_START} ... {TABLE_END}; put them around the "
+                         "official-configs table.")
+    return head + TABLE_START + "\n" + reproducing_table() + TABLE_END + tail

@@ -1,0 +1,34 @@
+"""Compare runs: Markdown/CSV tables and PNG plots from ``geokt-train`` run directories (``geokt-compare``).
+
+Each run directory holds ``metrics.csv`` (one row per epoch), ``manifest.json`` (seed, config path, world size,
+...), ``config.yaml`` and, for a finished run, ``summary.json`` (``test_acc`` is the test top-1 of ``best.pt``, the
+checkpoint with the best validation top-1); see :mod:`geokt_plugin.rundir`.
+
+- :mod:`.records`: :class:`RunRecord`, :func:`load_run`, the grouping rule and :func:`aggregate` into cells;
+- :mod:`.tables`: ``results.md``, ``results.csv``, ``runs.csv``;
+- :mod:`.plots`: the PNGs (matplotlib, imported only there);
+- :mod:`.cli`: :func:`write_report`, :func:`build_parser`, :func:`main`.
+"""
+
+from .cli import build_parser, main, write_report
+from .plots import write_plots
+from .records import Cell, RunRecord, aggregate, fraction_of, load_run, mean_std, method_of
+from .tables import CELL_FIELDS, RUN_FIELDS, markdown, write_csv
+
+__all__ = [
+    "CELL_FIELDS",
+    "RUN_FIELDS",
+    "Cell",
+    "RunRecord",
+    "aggregate",
+    "build_parser",
+    "fraction_of",
+    "load_run",
+    "main",
+    "markdown",
+    "mean_std",
+    "method_of",
+    "write_csv",
+    "write_plots",
+    "write_report",
+]
