@@ -20,7 +20,8 @@ def _dotted_names() -> dict[str, list[str]]:
     """``{dotted name: [config files using it]}`` over every YAML under configs/."""
     found: dict[str, list[str]] = {}
     for path in sorted((ROOT / "configs").rglob("*.yaml")):
-        for name in sorted(set(_NAME.findall(path.read_text()))):
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())  # comments name no builder
+        for name in sorted(set(_NAME.findall(code))):
             found.setdefault(name, []).append(str(path.relative_to(ROOT)))
     return found
 

@@ -145,7 +145,7 @@ def test_registry_accepts_a_new_geokt_name_and_the_same_class_twice(monkeypatch)
 
 def test_registry_unknown_kind_and_key_errors():
     with pytest.raises(ValueError, match=re.escape("Unknown registry kind 'loss'; choose one of ['adaptation_module', "
-                                                   "'auxiliary_model_wrapper', 'mid_level_loss'].")):
+                                                   "'auxiliary_model_wrapper', 'mid_level_loss', 'model'].")):
         registered_keys("loss")
     with pytest.raises(ValueError, match=re.escape("No mid_level_loss 'GeoKTNope' registered by geokt_plugin; known:")):
         registry.registered_class("mid_level_loss", "GeoKTNope")
