@@ -27,6 +27,7 @@ from .losses.distance import local_distance_loss
 from .losses.geometry import normalized_distances, pairwise_sq_distances, point_sets
 from .losses.neighbor_kl import neighbor_kl_loss
 from .losses.neighbor_rank import neighbor_rank_loss
+from .losses.neighborhood_contrast import neighborhood_contrast_loss
 
 __all__ = [
     "REDUCTIONS",
@@ -41,6 +42,7 @@ __all__ = [
     "local_distance_loss",
     "neighbor_kl_loss",
     "neighbor_rank_loss",
+    "neighborhood_contrast_loss",
     "normalized_distances",
     "pairwise_sq_distances",
     "point_sets",

@@ -3,7 +3,9 @@
 Every official config is a :class:`Spec`; :func:`all_specs` lists them in the order the files and tables show them.
 Run directory rule: ``runs/<config path relative to configs/official, without .yaml>/seed<S>``, so an instructor's
 ``best.pt`` is at ``runs/<dataset>/<paper-key>/instructors/<name>/seed0/best.pt``, the path students' ``src_ckpt``
-names.
+names. Every student's ``dst_ckpt`` (where torchdistill's example script saves it) is the ``best.pt`` of its first
+seed's run directory, so the script alone also chains instructors and students. CIFAR-10 instructors that torchdistill
+released (:data:`RELEASED_INSTRUCTORS`) are loaded with ``pretrained: True`` instead.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ CHOSEN: dict[str, dict[str, Any]] = {
     "geokt_distance": {"weight": 30.0, "layers": ALL_LAYERS},
     "geokt_kl": {"weight": 3.0, "layers": ALL_LAYERS},
     "geokt_rank": {"weight": 1.0, "layers": ALL_LAYERS},
+    "geokt_nac": {"weight": 1000.0, "layers": ALL_LAYERS},  # provisional centre until its sweep has run
 }
 
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -50,6 +53,7 @@ SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "geokt_distance": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (10.0, 30.0)],
     "geokt_kl": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (1.0, 3.0)],
     "geokt_rank": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (1.0, 3.0)],
+    "geokt_nac": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (300.0, 1000.0, 3000.0)],
 }
 
 METHOD_TITLES = {
@@ -60,6 +64,7 @@ METHOD_TITLES = {
     "geokt_distance": "GeoKT distance loss (`GeoKTDistanceLoss`) + CE",
     "geokt_kl": "GeoKT neighbour-KL loss (`GeoKTNeighborKLLoss`) + CE",
     "geokt_rank": "GeoKT neighbour-rank loss (`GeoKTNeighborRankLoss`) + CE",
+    "geokt_nac": "GeoKT neighbourhood affinity contrast (`GeoKTNeighborhoodContrastLoss`, the authors' later formulation) + CE",
     "geokt_rank_kd": "GeoKT neighbour-rank loss + KD",
 }
 DISTILL_METHODS = ("kd", "fitnets", "at", *GEOKT_METHODS, "geokt_rank_kd")
@@ -92,7 +97,8 @@ class Model:
 
 
 MODELS = {
-    "resnet8": Model("resnet", {"depth": 8, "pretrained": False, "progress": False}, (16, 32, 64)),
+    # not torchdistill's own key 'resnet': torchdistill's example script would find the module torchvision.models.resnet
+    "resnet8": Model("GeoKTCifarResNet", {"depth": 8, "pretrained": False, "progress": False}, (16, 32, 64)),
     "resnet20": Model("resnet20", {"pretrained": False}, (16, 32, 64)),
     "resnet56": Model("resnet56", {"pretrained": False}, (16, 32, 64)),
     "wide_resnet10_2": Model(
@@ -186,6 +192,15 @@ CIFAR_INSTRUCTORS = {
     "wide_resnet40_4": CifarInstructor("wide_resnet40_4", 5e-4),
     "wide_resnet40_4_cifar100": CifarInstructor("wide_resnet40_4", 5e-4, dataset="cifar100"),
 }
+# Instructors torchdistill released weights for (``pretrained: True`` downloads ``<file>.pt`` of its v0.1.1 release,
+# trained on the full training set with the test set as validation): instructor name -> release file.
+RELEASED_INSTRUCTORS = {"resnet56": "cifar10-resnet56", "wide_resnet40_4": "cifar10-wide_resnet40_4",
+                        "wide_resnet40_4_cifar100": "cifar100-wide_resnet40_4"}
+RELEASED_NOTE = ("The instructor is torchdistill's released {model} (`pretrained: True`, downloaded on first use); "
+                 "the instructors folder has a config that trains one on the 45,000-image split instead.")
+CIFAR_INSTRUCTOR_NOTE = ("Optional: the students use torchdistill's released weights. This trains an instructor on "
+                         "the 45,000-image split only; to use it, give the students' teacher_model `pretrained: "
+                         "False` and `src_ckpt: '{ckpt}'`.")
 CIFAR100_DATA = {"builder": "geokt_plugin.data.cifar100",
                  "root_kwargs": {"root": "~/datasets/cifar100", "download": True}}
 EXTERNAL_STUDENT_CLASSES = (5, 6, 7, 8, 9)  # Fashion-MNIST: the student learns the other half of the classes
@@ -228,6 +243,7 @@ class Spec:
     method: str
     teacher: str | None = None
     teacher_ckpt: str | None = None
+    released: str | None = None  # instead of teacher_ckpt: torchdistill's release file (pretrained: True)
     teacher_classes: int = 10
     num_classes: int = 10
     classes: tuple[int, ...] | None = None
@@ -253,6 +269,12 @@ class Spec:
         """The run directory of the config without its ``seed<S>`` folder, relative to ``runs/``."""
         return self.relpath.removesuffix(".yaml")
 
+    @property
+    def dst_ckpt(self) -> str:
+        """``models.student_model.dst_ckpt``: the ``best.pt`` of the run directory of the config's first seed."""
+        seed = SWEEP_SEED if self.experiment == "sweep" else SEEDS[0]
+        return f"{RUNS}/{self.run_name}/seed{seed}/best.pt"
+
 
 def instructor_dir(recipe: Recipe, name: str) -> str:
     """The seed-0 run directory of an instructor config (``ce-<name>``)."""
@@ -272,16 +294,19 @@ def student_specs(recipe: Recipe, experiment: str, title: str, student: str, tea
     """One experiment's student configs, one per method (``ce`` has no instructor)."""
     specs = []
     suffix = f"_frac{fraction}" if fraction is not None else ""
+    released = RELEASED_INSTRUCTORS.get(teacher_name) if recipe is CIFAR10 else None
+    ckpt = None if released else f"{instructor_dir(recipe, teacher_name)}/best.pt"
     for method in methods:
         common = dict(recipe=recipe, experiment=experiment, student=student, method=method, num_classes=num_classes,
-                      classes=classes, fraction=None if fraction is None else fraction / 100, notes=notes,
-                      hp=_method_hp(method), title=title)
+                      classes=classes, fraction=None if fraction is None else fraction / 100, hp=_method_hp(method),
+                      title=title)
         if method == "ce":
-            specs.append(Spec(stem=f"ce-{student}{suffix}", **common))
+            specs.append(Spec(stem=f"ce-{student}{suffix}", notes=notes, **common))
         else:
+            more = (RELEASED_NOTE.format(model=released),) if released else ()
             specs.append(Spec(stem=f"{method}-{student}_from_{teacher_name}{suffix}", teacher=teacher,
-                              teacher_ckpt=f"{instructor_dir(recipe, teacher_name)}/best.pt",
-                              teacher_classes=teacher_classes, **common))
+                              teacher_ckpt=ckpt, released=released, teacher_classes=teacher_classes,
+                              notes=notes + more, **common))
     return specs
 
 
@@ -326,7 +351,7 @@ def _cifar_instructor_specs() -> list[Spec]:
     specs = []
     for name, ins in CIFAR_INSTRUCTORS.items():
         c100 = ins.dataset == "cifar100"
-        notes = [INSTRUCTOR_NOTE]
+        notes = [CIFAR_INSTRUCTOR_NOTE.format(ckpt=f"{instructor_dir(r, name)}/best.pt")]
         if ins.weight_decay != r.weight_decay:
             notes.append(f"Weight decay {ins.weight_decay} (the Wide ResNet paper's value) instead of "
                          f"{r.weight_decay}.")

@@ -2,7 +2,8 @@
 
 Layout: ``checks`` (argument checks), ``geometry`` (point sets, distances), ``kernel`` (the row-blocked fused
 autograd kernel every loss runs on), ``base`` (the shared module base), ``distance`` / ``neighbor_kl`` /
-``neighbor_rank`` (the losses), ``spec`` (the :class:`LossSpec` table). The definitions are in docs/losses.md.
+``neighbor_rank`` / ``neighborhood_contrast`` (the losses; ``tree``: the last one's instructor graph), ``spec`` (the
+:class:`LossSpec` table). The definitions are in docs/losses.md.
 Importing this package registers the ``GeoKT*`` keys in torchdistill's registry.
 """
 
@@ -11,6 +12,7 @@ from .distance import GeoKTDistanceLoss, local_distance_loss
 from .kernel import BlockLoss, Blocks
 from .neighbor_kl import GeoKTNeighborKLLoss, neighbor_kl_loss
 from .neighbor_rank import GeoKTNeighborRankLoss, neighbor_rank_loss
+from .neighborhood_contrast import GeoKTNeighborhoodContrastLoss, neighborhood_contrast_loss
 from .spec import LOSS_SPECS, LossSpec, loss_spec, register_loss_spec
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Blocks",
     "GeoKTDistanceLoss",
     "GeoKTLoss",
+    "GeoKTNeighborhoodContrastLoss",
     "GeoKTNeighborKLLoss",
     "GeoKTNeighborRankLoss",
     "LossSpec",
@@ -26,5 +29,6 @@ __all__ = [
     "loss_spec",
     "neighbor_kl_loss",
     "neighbor_rank_loss",
+    "neighborhood_contrast_loss",
     "register_loss_spec",
 ]

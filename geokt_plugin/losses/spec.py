@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from torch import Tensor
@@ -18,6 +19,7 @@ from .base import GeoKTLoss, specific_knobs
 from .distance import GeoKTDistanceLoss, local_distance_loss
 from .neighbor_kl import GeoKTNeighborKLLoss, neighbor_kl_loss
 from .neighbor_rank import GeoKTNeighborRankLoss, neighbor_rank_loss
+from .neighborhood_contrast import GeoKTNeighborhoodContrastLoss, neighborhood_contrast_loss
 
 __all__ = ["LOSS_SPECS", "LossSpec", "loss_spec", "register_loss_spec"]
 
@@ -34,6 +36,10 @@ class LossSpec:
             instructor's (docs/losses.md, "Properties").
         reference: the float64 loop reference, as a callable or a dotted path (imported only when asked for);
             ``None`` means the function of the same name in :mod:`geokt_plugin.testing.reference`.
+        dense: the plain-autograd formulation over full matrices (per-set values, the chunking oracle), as a callable
+            or a dotted path; ``None`` means :func:`geokt_plugin.testing.dense.dense_loss` called with ``name``.
+        whole_set_memory: whether the loss holds one set's full ``(n, n)`` matrix whatever ``chunk_size`` is (the
+            instructor's spanning tree needs every distance of a set), so ``chunk_size`` bounds memory down to one set.
     """
 
     name: str
@@ -41,6 +47,8 @@ class LossSpec:
     module: type[GeoKTLoss]
     zero_for_similar_maps: bool = True
     reference: Callable[..., Tensor] | str | None = None
+    dense: Callable[..., Tensor] | str | None = None
+    whole_set_memory: bool = False
 
     @property
     def key(self) -> str:
@@ -59,10 +67,21 @@ class LossSpec:
 
     def reference_function(self) -> Callable[..., Tensor]:
         """The float64 loop reference of this loss."""
-        if callable(self.reference):
-            return self.reference
-        module, _, name = (self.reference or f"geokt_plugin.testing.reference.{self.owner}").rpartition(".")
-        return getattr(importlib.import_module(module), name)
+        return _load(self.reference or f"geokt_plugin.testing.reference.{self.owner}")
+
+    def dense_function(self) -> Callable[..., Tensor]:
+        """The plain-autograd formulation: ``dense(student, teacher, *, scope, **knobs)`` -> per-set values."""
+        if self.dense is None:
+            return partial(_load("geokt_plugin.testing.dense.dense_loss"), self.name)
+        return _load(self.dense)
+
+
+def _load(target: Callable[..., Tensor] | str) -> Callable[..., Tensor]:
+    """A callable as is, or the object a dotted path names (imported only now: the losses never import testing)."""
+    if callable(target):
+        return target
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 LOSS_SPECS: dict[str, LossSpec] = {}
@@ -91,5 +110,8 @@ for _row in (
     LossSpec("distance", local_distance_loss, GeoKTDistanceLoss),
     LossSpec("kl", neighbor_kl_loss, GeoKTNeighborKLLoss),
     LossSpec("rank", neighbor_rank_loss, GeoKTNeighborRankLoss, zero_for_similar_maps=False),
+    LossSpec("nac", neighborhood_contrast_loss, GeoKTNeighborhoodContrastLoss,
+             reference="geokt_plugin.testing.nac_reference.neighborhood_contrast_loss_reference",
+             dense="geokt_plugin.testing.nac_reference.dense_neighborhood_contrast", whole_set_memory=True),
 ):
     register_loss_spec(_row)

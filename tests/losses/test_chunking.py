@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from geokt_plugin.losses import LOSS_SPECS
-from geokt_plugin.testing import LargestTensorSpy, dense_loss
+from geokt_plugin.testing import LargestTensorSpy
 
 LOSS_NAMES = tuple(LOSS_SPECS)
 # Knobs of the chunking cases (a loss not listed runs with its defaults); "distance_all" is the distance loss on
@@ -43,9 +43,9 @@ def value_and_grad(fn, s, t, **knobs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dense_oracle(name: str, student: torch.Tensor, teacher: torch.Tensor, scope: str) -> torch.Tensor:
-    """Plain autograd over full matrices (``geokt_plugin.testing.dense``) with this case's knobs."""
+    """Plain autograd over full matrices (``LossSpec.dense_function``) with this case's knobs."""
     loss = "distance" if name == "distance_all" else name
-    return dense_loss(loss, student, teacher, scope=scope, **CASES[name][1])
+    return LOSS_SPECS[loss].dense_function()(student, teacher, scope=scope, **CASES[name][1])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -165,9 +165,11 @@ def test_chunking_bounds_the_largest_intermediate(name, scope):
             fn(s, t, scope=scope, chunk_size=chunk_size, **knobs).backward()
         sizes[chunk_size] = spy.largest
     assert sizes[ONE_BLOCK] >= sets * n * n  # positive control: one block is the whole matrix
-    # Chunked: a block of 4 rows, or a per-point array (points, k neighbours), whichever is larger.
-    assert sizes[4] <= max(4 * n, sets * n * max(C, 8))
-    assert sizes[4] * 4 <= sizes[ONE_BLOCK]
+    # Chunked: a block of 4 rows, or a per-point array (points, k neighbours), whichever is larger; a loss with
+    # LossSpec.whole_set_memory (the instructor's tree needs a whole set's distances) holds one set's (n, n) at most.
+    whole_set = n * n if LOSS_SPECS.get(name) is not None and LOSS_SPECS[name].whole_set_memory else 0
+    assert sizes[4] <= max(4 * n, sets * n * max(C, 8), whole_set)
+    assert sizes[4] * 4 <= max(sizes[ONE_BLOCK], 4 * whole_set)
 
 
 # ----------------------------------------------------------------------------------------------------------------
