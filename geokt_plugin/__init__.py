@@ -6,7 +6,7 @@ Importing the package registers the ``GeoKT*`` losses, adapters and models in to
 
 import torchvision  # noqa: F401  (torchdistill.datasets reads sys.modules['torchvision.datasets'] at import)
 
-from . import adapters, functional, losses  # noqa: F401  (registration side effects)
+from . import adapters, functional, losses, model_zoo  # noqa: F401  (registration side effects)
 from .functional import local_distance_loss, neighbor_kl_loss, neighbor_rank_loss, neighborhood_contrast_loss
 from .losses import (
     GeoKTDistanceLoss,

@@ -2,7 +2,8 @@
 
 torchdistill's own ``register_*`` decorators assign into a plain dict, so a duplicate key silently replaces the
 earlier entry (registering ``key='ATLoss'`` would change every config that uses the built-in). These wrappers
-require the ``GeoKT`` prefix, refuse any key that is already taken, and remember what this package added.
+require the ``GeoKT`` prefix, refuse any key that is already taken, and remember what this package added. A model
+key is also refused when ``torchvision.models`` has the name: torchdistill's example script looks there first.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import torchvision
 from torchdistill.losses import registry as loss_registry
 from torchdistill.models import registry as model_registry
 
@@ -18,6 +20,7 @@ __all__ = [
     "register_adaptation_module",
     "register_auxiliary_model_wrapper",
     "register_mid_level_loss",
+    "register_model",
     "registered_class",
     "registered_keys",
     "unregister",
@@ -25,7 +28,7 @@ __all__ = [
 
 KEY_PREFIX = "GeoKT"
 
-T = TypeVar("T", bound=type)
+T = TypeVar("T", bound=Callable)  # a class, or a model function
 
 # kind -> (torchdistill registry dicts that must not already hold the key, the dict to write into)
 _KINDS: dict[str, tuple[tuple[dict, ...], dict]] = {
@@ -41,6 +44,7 @@ _KINDS: dict[str, tuple[tuple[dict, ...], dict]] = {
         (model_registry.ADAPTATION_MODULE_DICT, model_registry.MODULE_DICT),
         model_registry.ADAPTATION_MODULE_DICT,
     ),
+    "model": ((model_registry.MODEL_DICT, vars(torchvision.models)), model_registry.MODEL_DICT),
 }
 
 _OURS: dict[str, dict[str, type]] = {kind: {} for kind in _KINDS}
@@ -78,13 +82,14 @@ def _register(kind: str) -> Callable[[T], T]:
 register_mid_level_loss = _register("mid_level_loss")
 register_auxiliary_model_wrapper = _register("auxiliary_model_wrapper")
 register_adaptation_module = _register("adaptation_module")
+register_model = _register("model")
 
 
 def registered_keys(kind: str | None = None) -> list[str]:
     """Sorted keys this package registered, of one ``kind`` or of all kinds.
 
     Args:
-        kind: ``"mid_level_loss"``, ``"auxiliary_model_wrapper"``, ``"adaptation_module"`` or ``None``.
+        kind: ``"mid_level_loss"``, ``"auxiliary_model_wrapper"``, ``"adaptation_module"``, ``"model"`` or ``None``.
     """
     if kind is None:
         return sorted(key for keys in _OURS.values() for key in keys)

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from .matrix import FMNIST, FMNIST_INSTRUCTORS, METHOD_TITLES, PAPER_KEY, ROOT, SWEEP_SEED, Recipe, Spec, all_specs
+from .matrix import (
+    FMNIST,
+    FMNIST_INSTRUCTORS,
+    METHOD_TITLES,
+    PAPER_KEY,
+    ROOT,
+    SWEEP_SEED,
+    Recipe,
+    Spec,
+    all_specs,
+)
 
 __all__ = ["REPRODUCING", "TABLE_END", "TABLE_START", "readme", "reproducing_table", "with_reproducing_table"]
 
@@ -37,6 +47,16 @@ EXPERIMENT_INTRO = {
              "per method, one seed, chosen by final validation top-1; the test set is never looked at). Results: "
              "`docs/reproducing.md`, section Sweep. Run with `bash scripts/run_fashion_mnist_suite.sh sweep`.",
 }
+CIFAR_INSTRUCTORS_INTRO = (
+    "Optional instructor training (CE only, one seed). The student configs load torchdistill's released weights "
+    "instead (`pretrained: True`); these configs train the same architectures on the 45,000-image training split "
+    "only, for an instructor that never saw the validation images. To use one, give the students' `teacher_model` "
+    "`pretrained: False` and the `best.pt` of its run directory as `src_ckpt`.")
+RELEASED_TEXT = (
+    "Instructors: torchdistill's released weights, loaded with `pretrained: True` (downloaded on first use from "
+    "torchdistill's v0.1.1 release: {files}). torchdistill trained them on all 50,000 training images, our 5,000 "
+    "validation images included, and picked their epoch on the test set; the `instructors` folder trains them on the "
+    "45,000-image split instead.")
 CIFAR_RECIPE_TEXT = (
     "Recipe: SGD lr 0.1, momentum 0.9, weight decay 1e-4 (5e-4 for the Wide ResNet instructors), batch 64, 182 "
     "epochs, MultiStepLR [91, 136] x0.1, random crop (padding 4) + horizontal flip; 5,000 training images are held "
@@ -55,8 +75,17 @@ def _fmnist_sizing() -> str:
             "1e-4, batch 64, crop + flip.")
 
 
+def _script_commands(rel: str, specs: list[Spec], cpu: str) -> list[str]:
+    """The README's block for torchdistill's own example script (one run each, the first seed's ``dst_ckpt``)."""
+    lines = ["With torchdistill's own example script (from this checkout's root; it saves the student to the "
+             "config's `dst_ckpt`, the `best.pt` of the first seed's run directory):", "", "```bash"]
+    lines += [f"python <torchdistill>/examples/torchvision/image_classification.py --config {rel}/{s.stem}.yaml "
+              f"--run_log runs/{s.run_name}/torchdistill.log{cpu}" for s in specs]
+    return lines + ["```", ""]
+
+
 def _commands(recipe: Recipe, experiment: str, specs: list[Spec]) -> list[str]:
-    """The README's command blocks: one process per run, then one ``accelerate launch`` per run."""
+    """The README's command blocks: one process per run, one ``accelerate launch`` per run, torchdistill's script."""
     rel = f"configs/official/{recipe.name}/{PAPER_KEY}/{experiment}"
     fm = recipe is FMNIST
     seed = "0" if experiment == "instructors" else "$S"
@@ -70,12 +99,17 @@ def _commands(recipe: Recipe, experiment: str, specs: list[Spec]) -> list[str]:
               "", "```bash"]
     lines += [f"accelerate launch --multi_gpu --num_processes N -m geokt_plugin.train --config {rel}/{s.stem}.yaml "
               f"--run-dir runs/{s.run_name}/seed{seed} --seed {seed}" for s in specs]
-    return lines + ["```", ""]
+    return lines + ["```", ""] + _script_commands(rel, specs, cpu)
 
 
 def readme(recipe: Recipe, experiment: str, specs: list[Spec]) -> str:
     """The README of one experiment folder: intro, sizing, paper, commands and an empty results table."""
-    lines = [f"# {recipe.title}: {experiment.replace('_', ' ')}", "", EXPERIMENT_INTRO[experiment], ""]
+    cifar_instructors = recipe is not FMNIST and experiment == "instructors"
+    intro = CIFAR_INSTRUCTORS_INTRO if cifar_instructors else EXPERIMENT_INTRO[experiment]
+    lines = [f"# {recipe.title}: {experiment.replace('_', ' ')}", "", intro, ""]
+    released = sorted({s.released for s in specs if s.released})
+    if released:
+        lines += [RELEASED_TEXT.format(files=", ".join(f"`{f}.pt`" for f in released)), ""]
     if recipe is FMNIST:
         lines += ["Sizing: " + _fmnist_sizing() + " Measured results and the per-claim verdicts are in "
                   "[docs/reproducing.md](../../../../../docs/reproducing.md).", ""]

@@ -64,7 +64,8 @@ METHOD_TITLES = {
     "geokt_distance": "GeoKT distance loss (`GeoKTDistanceLoss`) + CE",
     "geokt_kl": "GeoKT neighbour-KL loss (`GeoKTNeighborKLLoss`) + CE",
     "geokt_rank": "GeoKT neighbour-rank loss (`GeoKTNeighborRankLoss`) + CE",
-    "geokt_nac": "GeoKT neighbourhood affinity contrast (`GeoKTNeighborhoodContrastLoss`, the authors' later formulation) + CE",
+    "geokt_nac": "GeoKT neighbourhood affinity contrast (`GeoKTNeighborhoodContrastLoss`, the authors' later "
+                 "formulation) + CE",
     "geokt_rank_kd": "GeoKT neighbour-rank loss + KD",
 }
 DISTILL_METHODS = ("kd", "fitnets", "at", *GEOKT_METHODS, "geokt_rank_kd")
@@ -200,7 +201,7 @@ RELEASED_NOTE = ("The instructor is torchdistill's released {model} (`pretrained
                  "the instructors folder has a config that trains one on the 45,000-image split instead.")
 CIFAR_INSTRUCTOR_NOTE = ("Optional: the students use torchdistill's released weights. This trains an instructor on "
                          "the 45,000-image split only; to use it, give the students' teacher_model `pretrained: "
-                         "False` and `src_ckpt: '{ckpt}'`.")
+                         "False` and {ckpt} as its `src_ckpt`.")
 CIFAR100_DATA = {"builder": "geokt_plugin.data.cifar100",
                  "root_kwargs": {"root": "~/datasets/cifar100", "download": True}}
 EXTERNAL_STUDENT_CLASSES = (5, 6, 7, 8, 9)  # Fashion-MNIST: the student learns the other half of the classes

@@ -62,7 +62,10 @@ def phase_specs(phase: str) -> list[Spec]:
 
 
 def _normalised(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+    """The config text that decides what is trained: no comments, no ``dst_ckpt`` (it names the config's own run
+    directory, where torchdistill's script saves the student; ``geokt-train`` ignores it)."""
+    return "\n".join(line for line in text.splitlines()
+                     if line.strip() and not line.lstrip().startswith(("#", "dst_ckpt:")))
 
 
 def plan(phases: Sequence[str]) -> list[Run]:

@@ -96,3 +96,33 @@ def test_cli_check_passes_and_help_works():
     assert check.returncode == 0, check.stderr
     help_ = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=300)
     assert help_.returncode == 0 and "configs" in help_.stdout and "claims" in help_.stdout
+
+
+def _dst_and_src(path: Path) -> tuple[str, str | None]:
+    models = load_config_document(path)["models"]
+    return models["student_model"]["dst_ckpt"], models.get("teacher_model", {}).get("src_ckpt")
+
+
+def test_dst_ckpt_is_the_run_dirs_best_pt_and_chains_instructors():
+    """dst_ckpt (where torchdistill's script saves the student) is the best.pt geokt-train writes with the default
+    run directory, so each src_ckpt is the dst_ckpt of an instructor config, for either tool."""
+    dsts = {}
+    for spec in experiments.all_specs():
+        dst, _ = _dst_and_src(OFFICIAL / spec.relpath)
+        seed = experiments.matrix.SWEEP_SEED if spec.experiment == "sweep" else 0
+        assert dst == f"runs/{spec.run_name}/seed{seed}/best.pt", spec.relpath
+        dsts[dst] = spec
+    quickstart = {p: _dst_and_src(p) for p in (ROOT / "configs" / "quickstart").glob("*.yaml")}
+    assert all(dst == f"runs/quickstart/{p.stem}/best.pt" for p, (dst, _) in quickstart.items())
+    dsts.update({dst: p for p, (dst, _) in quickstart.items()})
+    sources = [src for p in CONFIGS if (src := _dst_and_src(p)[1]) is not None]
+    assert sources and all(src in dsts for src in sources), sorted(set(sources) - set(dsts))[:5]
+
+
+def test_cifar10_students_load_torchdistills_released_instructors():
+    """Every CIFAR-10 student with an instructor loads torchdistill's released weights (no src_ckpt)."""
+    teachers = [load_config_document(OFFICIAL / s.relpath)["models"].get("teacher_model")
+                for s in experiments.cifar10_specs() if s.experiment != "instructors"]
+    teachers = [t for t in teachers if t is not None]
+    assert teachers and all(t["kwargs"]["pretrained"] is True and "src_ckpt" not in t for t in teachers)
+    assert {t["key"] for t in teachers} == {"resnet56", "wide_resnet40_4"}

@@ -2,8 +2,9 @@
 
 Datasets are replaced before the YAML is parsed (torchdistill's ``!import_call`` builds them while loading): the
 three builders of :mod:`geokt_plugin.data` become a fake that first checks the config's kwargs against the real
-builder's signature, then returns 8 random images of the right shape and class count. Nothing is downloaded and
-instructor checkpoints (``src_ckpt``) are dropped, so instructors are randomly initialised. Each config then runs
+builder's signature, then returns 8 random images of the right shape and class count. Nothing is downloaded:
+instructor checkpoints (``src_ckpt``) are dropped and ``pretrained: True`` (torchdistill's released weights) becomes
+``False``, so instructors are randomly initialised. Each config then runs
 one training step at batch 2 through torchdistill's own box, on CPU, with ``accelerator=None``. Timed on 2 cores:
 about 1 s per config, so every config runs its step (no subset).
 """
@@ -68,9 +69,17 @@ def load(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[dict]]
     return config, seen
 
 
+def offline_kwargs(model_config: dict) -> dict:
+    """The model's kwargs with ``pretrained`` off (no download of released weights)."""
+    kwargs = dict(model_config.get("kwargs") or {})
+    if kwargs.get("pretrained"):
+        kwargs["pretrained"] = False
+    return kwargs
+
+
 def build_model(model_config: dict) -> torch.nn.Module:
     torch.manual_seed(0)
-    return get_model(model_config["key"], model_config.get("repo_or_dir"), **model_config.get("kwargs", {}))
+    return get_model(model_config["key"], model_config.get("repo_or_dir"), **offline_kwargs(model_config))
 
 
 def shrink_loaders(train_config: dict) -> None:
