@@ -95,7 +95,9 @@ def _commands(recipe: Recipe, experiment: str, specs: list[Spec]) -> list[str]:
     cpu = " --device cpu" if fm else ""
     lines += [f"geokt-train --config {rel}/{s.stem}.yaml --run-dir runs/{s.run_name}/seed{seed} --seed {seed}{cpu}"
               for s in specs]
-    lines += ["```", "", "Several GPUs (one process per GPU; batch 64 per process, the learning rate is not scaled):",
+    batch = recipe.train_loader["batch_size"]
+    lines += ["```", "", f"Several GPUs (one process per GPU; students at batch {batch} per process, the learning rate "
+              "is not scaled):",
               "", "```bash"]
     lines += [f"accelerate launch --multi_gpu --num_processes N -m geokt_plugin.train --config {rel}/{s.stem}.yaml "
               f"--run-dir runs/{s.run_name}/seed{seed} --seed {seed}" for s in specs]
