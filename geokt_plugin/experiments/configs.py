@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .matrix import ALL_LAYERS, GEOKT_LOSSES, METHOD_TITLES, MODELS, Spec
+from .matrix import ALL_LAYERS, GEOKT_KD_METHODS, GEOKT_LOSSES, METHOD_TITLES, MODELS, Spec, geo_method_of
 from .yaml_io import Tagged, dump_config
 
 __all__ = ["GENERATED_BY", "config_document", "criterion_terms", "datasets_section", "hooked_layers",
@@ -66,7 +66,7 @@ def hooked_layers(spec: Spec) -> list[str]:
         return []
     if m == "fitnets":
         return [hp["layer"]]
-    return list(hp["geo"]["layers"] if m == "geokt_rank_kd" else hp["layers"])
+    return list(hp["geo"]["layers"] if m in GEOKT_KD_METHODS else hp["layers"])
 
 
 def _ce_term() -> Doc:
@@ -119,8 +119,8 @@ def criterion_terms(spec: Spec) -> Doc:
         return {**_ce_term(), **_hint_term(hp)}
     if m == "at":
         return {**_ce_term(), **_at_term(hp)}
-    if m == "geokt_rank_kd":
-        return {**_kd_term(hp["kd"]), **_geo_terms("geokt_rank", hp["geo"], max_points)}
+    if m in GEOKT_KD_METHODS:
+        return {**_kd_term(hp["kd"]), **_geo_terms(geo_method_of(m), hp["geo"], max_points)}
     return {**_ce_term(), **_geo_terms(m, hp, max_points)}
 
 

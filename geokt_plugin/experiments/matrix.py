@@ -67,8 +67,12 @@ METHOD_TITLES = {
     "geokt_nac": "GeoKT neighbourhood affinity contrast (`GeoKTNeighborhoodContrastLoss`, the authors' later "
                  "formulation) + CE",
     "geokt_rank_kd": "GeoKT neighbour-rank loss + KD",
+    "geokt_nac_kd": "GeoKT neighbourhood affinity contrast + KD",
 }
-DISTILL_METHODS = ("kd", "fitnets", "at", *GEOKT_METHODS, "geokt_rank_kd")
+# GeoKT losses that also get a "+ KD" method, named "<method>_kd": KD's terms plus the loss at its chosen weight.
+KD_COMBINED = ("geokt_rank", "geokt_nac")
+GEOKT_KD_METHODS = tuple(f"{m}_kd" for m in KD_COMBINED)
+DISTILL_METHODS = ("kd", "fitnets", "at", *GEOKT_METHODS, *GEOKT_KD_METHODS)
 NO_LOGIT_METHODS = ("fitnets", "at", *GEOKT_METHODS)  # usable across label spaces
 _missing = [f"{table} lacks {m!r}" for m in GEOKT_METHODS
             for table, entries in (("CHOSEN", CHOSEN), ("SWEEP", SWEEP), ("METHOD_TITLES", METHOD_TITLES))
@@ -76,7 +80,7 @@ _missing = [f"{table} lacks {m!r}" for m in GEOKT_METHODS
 if _missing:
     raise ValueError(f"geokt_plugin.experiments: the LossSpec table has losses the experiment matrix does not: "
                      f"{'; '.join(_missing)}. Add them to geokt_plugin/experiments/matrix.py.")
-LIMITED_METHODS = ("ce", "kd", "geokt_rank", "geokt_rank_kd")
+LIMITED_METHODS = ("ce", "kd", "geokt_rank", "geokt_rank_kd", "geokt_nac", "geokt_nac_kd")
 FRACTIONS = (10, 20, 50, 100)
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -282,9 +286,14 @@ def instructor_dir(recipe: Recipe, name: str) -> str:
     return f"{RUNS}/{recipe.name}/{PAPER_KEY}/instructors/ce-{name}/seed0"
 
 
+def geo_method_of(kd_method: str) -> str:
+    """The GeoKT method inside a "+ KD" method (``geokt_rank_kd`` -> ``geokt_rank``)."""
+    return kd_method.removesuffix("_kd")
+
+
 def _method_hp(method: str) -> dict[str, Any]:
-    if method == "geokt_rank_kd":
-        return {"kd": CHOSEN["kd"], "geo": CHOSEN["geokt_rank"]}
+    if method in GEOKT_KD_METHODS:
+        return {"kd": CHOSEN["kd"], "geo": CHOSEN[geo_method_of(method)]}
     return dict(CHOSEN.get(method, {}))
 
 
