@@ -6,6 +6,7 @@ word a mismatch the same way.
 
 from __future__ import annotations
 
+import argparse
 import collections
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,8 +24,9 @@ def read_model_state(file: Path, *, weights_only: bool = True) -> Mapping[str, T
         ValueError: the file is not a torch checkpoint, or holds no mapping of tensors; the message says which.
     """
     try:
-        # MultiStepLR keeps its milestones in a Counter; weights_only keeps arbitrary pickles out.
-        with torch.serialization.safe_globals([collections.Counter]):
+        # MultiStepLR keeps its milestones in a Counter, torchdistill's save_ckpt its `args` in a Namespace;
+        # weights_only keeps arbitrary pickles out.
+        with torch.serialization.safe_globals([collections.Counter, argparse.Namespace]):
             obj = torch.load(file, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 (any unpickling failure means the same thing to the user)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

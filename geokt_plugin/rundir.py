@@ -10,7 +10,12 @@ A run directory holds (all written atomically by the main process):
 - ``last.pt`` / ``best.pt``: checkpoints (the last epoch, the best validation epoch);
 - ``params.json``: fingerprints of every rank's weights; ``summary.json``: the final numbers;
 - ``test.json``: the result of ``--test-only``; ``train.log``; ``tb/``: TensorBoard events;
-- ``done``: written last, when the run finished (test phase included).
+- ``done``: written last, when the run finished (test phase included);
+- ``last.pt.sha256`` / ``best.pt.sha256``: the checkpoints' SHA-256 digests, checked on every load;
+- ``config.resume-<k>.yaml``: the config of resume ``k`` when it differs from ``config.yaml`` (which keeps the
+  config the run started with);
+- ``run.lock``: held while a run uses the folder (pid, host, start time);
+- ``.previous-<timestamp>/``: what ``--overwrite`` moved aside, until the new run's first checkpoint.
 """
 
 from __future__ import annotations
@@ -23,28 +28,35 @@ from pathlib import Path
 
 __all__ = [
     "BEST",
+    "CHECKSUM_SUFFIX",
     "CONFIG",
     "DONE",
     "LAST",
+    "LOCK",
     "LOG",
     "MANIFEST",
     "METRICS",
     "METRICS_FIRST",
     "METRICS_LAST",
     "PARAMS",
+    "PREVIOUS_PREFIX",
     "PREVIOUS_RUN_FILES",
+    "RESUMED_CONFIG_GLOB",
     "RUN_DIRS",
     "RUN_FILES",
     "SUMMARY",
     "TENSORBOARD",
     "TEST",
     "RunDir",
+    "checksum_path",
+    "config_body",
     "config_header",
     "config_path_from_header",
     "config_text_from_copy",
     "metrics_columns",
     "read_json",
     "read_metrics",
+    "resumed_config_name",
 ]
 
 CONFIG = "config.yaml"
@@ -58,9 +70,14 @@ TEST = "test.json"
 LOG = "train.log"
 DONE = "done"
 TENSORBOARD = "tb"
+LOCK = "run.lock"
+CHECKSUM_SUFFIX = ".sha256"
+PREVIOUS_PREFIX = ".previous-"
+RESUMED_CONFIG_GLOB = "config.resume-*.yaml"
 
-# Everything the runner writes (what --overwrite removes; nothing else in the folder is touched).
-RUN_FILES = (METRICS, CONFIG, MANIFEST, LAST, BEST, SUMMARY, TEST, LOG, PARAMS, DONE)
+# Everything the runner writes (what --overwrite moves aside; nothing else in the folder is touched).
+RUN_FILES = (METRICS, CONFIG, MANIFEST, LAST, BEST, SUMMARY, TEST, LOG, PARAMS, DONE, LAST + CHECKSUM_SUFFIX,
+             BEST + CHECKSUM_SUFFIX)
 RUN_DIRS = (TENSORBOARD,)
 # The files whose presence means the folder holds a previous run (a new run there needs --resume or --overwrite).
 PREVIOUS_RUN_FILES = (LAST, BEST, METRICS, MANIFEST, DONE)
@@ -93,6 +110,23 @@ def config_path_from_header(first_line: str) -> str | None:
 def config_text_from_copy(copy_text: str) -> str:
     """The original config text inside a run's ``config.yaml`` (the header line removed)."""
     return copy_text.split("\n", 1)[-1]
+
+
+def config_body(text: str) -> str:
+    """A config's text without the ``config.yaml`` header lines in front (a copy of a copy has two)."""
+    while config_path_from_header(text.split("\n", 1)[0]) is not None:
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+    return text
+
+
+def resumed_config_name(resume_number: int) -> str:
+    """``config.resume-<k>.yaml``: the changed config of the ``k``-th resume (see :data:`RESUMED_CONFIG_GLOB`)."""
+    return f"config.resume-{resume_number}.yaml"
+
+
+def checksum_path(file: Path) -> Path:
+    """The sidecar holding ``file``'s SHA-256 digest (``last.pt`` -> ``last.pt.sha256``)."""
+    return file.with_name(file.name + CHECKSUM_SUFFIX)
 
 
 def read_json(path: Path) -> dict:
@@ -165,6 +199,10 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / TENSORBOARD
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK
 
     def finished(self) -> bool:
         """The run completed: its ``done`` marker, written last, exists."""

@@ -15,16 +15,21 @@ torchdistill's boxes still parse the config, set the hooks and build the criteri
 3. ``accelerator.backward``, ``accelerator.clip_grad_norm_`` with the config's ``max_grad_norm``, optimizer step
    (:mod:`.loop`);
 4. evaluation (top-1) with ``gather_for_metrics``;
-5. atomic checkpoints of the unwrapped inner student (plus adapters, optimizer, scheduler, per-rank RNG states)
-   that make ``--resume`` reproduce an uninterrupted run (:mod:`.checkpoint`, :mod:`.rng`, :mod:`.loaders`).
+5. atomic, checksummed checkpoints of the unwrapped inner student (plus adapters, optimizer, scheduler, per-rank
+   RNG states) that make ``--resume`` reproduce an uninterrupted run (:mod:`.checkpoint`, :mod:`.checksum`,
+   :mod:`.rng`, :mod:`.loaders`); ``--resume`` continues only the same run (:mod:`.continuity`) and finishes a run
+   whose epochs are done; one run per directory (:mod:`.lock`); ``--overwrite`` keeps the previous outputs until
+   the first checkpoint (:mod:`.previous`).
 
 The sequence of steps is :func:`run`; the command line is :mod:`.cli`.
 """
 
+from .atomic import OutputWriteError
 from .checkpoint import CHECKPOINT_FORMAT, Checkpoint
 from .cli import build_parser, main
 from .loop import TrainingStopped
 from .options import RunOptions
 from .run import run
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "RunOptions", "TrainingStopped", "build_parser", "main", "run"]
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "OutputWriteError", "RunOptions", "TrainingStopped", "build_parser",
+           "main", "run"]

@@ -1,7 +1,9 @@
 """``geokt-train`` and ``python -m geokt_plugin.train``: flags, logging, and one-line errors with exit codes.
 
-Exit codes: 0 done, 2 a bad config / flag / run directory (``geokt-train: error: ...``), 3 stopped by the
-non-finite-loss guard (``geokt-train: stopped: ...``), 130 interrupted.
+Exit codes: 0 done, 2 a bad config / flag / run directory / checkpoint, or a run directory in use
+(``geokt-train: error: ...``; nothing was written), 3 stopped by the non-finite-loss guard (``geokt-train: stopped:
+...``), 4 an output could not be written (disk full, read-only file system, permissions: ``geokt-train: error:
+could not write <file>: ...``; the previous version of that file is intact), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sys
 
 from ..config import ConfigError
+from .atomic import OutputWriteError
 from .loop import TrainingStopped
 from .options import DEVICES, MIXED_PRECISION, NAN_POLICIES, RunOptions
 from .run import RUNNER_LOGGER, run
@@ -35,7 +38,11 @@ def build_parser(prog: str = "geokt-train") -> argparse.ArgumentParser:
     parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None,
                         help="default: Accelerate's config (`accelerate config`), else 'no'")
     parser.add_argument("--epochs", type=int, default=None, help="override train.num_epochs (single-stage configs)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its last.pt, or finish its test phase")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept a config, seed, precision or data that differ from the run's "
+                             "(recorded in manifest.json; config.yaml keeps the original)")
     parser.add_argument("--test-only", action="store_true",
                         help="only evaluate: --checkpoint, else <run-dir>/best.pt, else the config's src_ckpt")
     parser.add_argument("--checkpoint", default=None, help="with --test-only: the checkpoint to evaluate")
@@ -49,7 +56,9 @@ def build_parser(prog: str = "geokt-train") -> argparse.ArgumentParser:
                         help="non-finite loss term: stop the run (default) or skip the step and count it")
     parser.add_argument("--trust-config", action="store_true",
                         help="accept a config in a world-writable file or folder")
-    parser.add_argument("--check", action="store_true", help="validate the config and exit; writes nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config (with --run-dir, --resume or --overwrite also the run dir; with "
+                             "--test-only the checkpoint to evaluate) and exit; writes nothing")
     parser.add_argument("--debug", action="store_true", help="full tracebacks and torchdistill's INFO logs")
     parser.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a stop
     return parser
@@ -66,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             logger.exception("config error")
         _print_error(f"error: {exc}")
         return 2
+    except OutputWriteError as exc:
+        if args.debug:
+            logger.exception("write error")
+        _print_error(f"error: {exc}")
+        return 4
     except TrainingStopped as exc:
         if args.debug:
             logger.exception("training stopped")

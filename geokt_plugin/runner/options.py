@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..config import ConfigError
 
-__all__ = ["MIXED_PRECISION", "NAN_POLICIES", "RunOptions"]
+__all__ = ["MAX_SEED", "MIXED_PRECISION", "NAN_POLICIES", "RunOptions"]
 
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MIXED_PRECISION = ("no", "bf16", "fp16")
 NAN_POLICIES = ("stop", "skip")
 DEVICES = ("cpu", "cuda")
@@ -25,7 +26,8 @@ class RunOptions:
         seed: ``None``: the config's ``seed``, else 0.
         mixed_precision: ``'no'``, ``'bf16'``, ``'fp16'``; ``None``: Accelerate's config.
         epochs: overrides ``train.num_epochs`` (single-stage configs).
-        resume: continue the run in ``run_dir`` from its ``last.pt``.
+        resume: continue the run in ``run_dir`` from its ``last.pt`` (or finish its last phase).
+        allow_config_change: with ``resume``: accept a config, seed, precision or data that differ from the run's.
         test_only: only evaluate (``checkpoint``, else ``<run_dir>/best.pt``, else the config's ``src_ckpt``).
         checkpoint: with ``test_only``: the checkpoint to evaluate.
         student_only: do not evaluate the instructor.
@@ -49,6 +51,7 @@ class RunOptions:
     mixed_precision: str | None = None
     epochs: int | None = None
     resume: bool = False
+    allow_config_change: bool = False
     test_only: bool = False
     checkpoint: Path | None = None
     student_only: bool = False
@@ -71,12 +74,25 @@ class RunOptions:
                 object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "argv", tuple(self.argv))
         self._check_choices()
+        self._check_integers()
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be in [0, {MAX_SEED}] (numpy's seed range), got {self.seed}.")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {self.epochs}.")
         if self.log_every is not None and self.log_every < 1:
             raise ConfigError(f"--log-every must be >= 1, got {self.log_every}.")
         if self.checkpoint is not None and not self.test_only:
             raise ConfigError("--checkpoint only goes with --test-only; to continue a run use --resume.")
+        if self.allow_config_change and not self.resume:
+            raise ConfigError("--allow-config-change only goes with --resume.")
+
+    def _check_integers(self) -> None:
+        for name in ("seed", "epochs", "log_every", "stop_after_epochs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                flag = "--" + name.replace("_", "-")
+                raise TypeError(f"RunOptions.{name} ({flag}) must be an int or None, got {type(value).__name__} "
+                                f"{value!r}.")
 
     def _check_choices(self) -> None:
         for name, allowed in (("mixed_precision", MIXED_PRECISION), ("device", DEVICES), ("nan_policy", NAN_POLICIES)):

@@ -3,7 +3,6 @@ fingerprints, summary and the ``done`` marker. File names and metrics columns co
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -11,7 +10,6 @@ import io
 import json
 import logging
 import math
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,8 +22,8 @@ from torch import nn
 from .. import rundir
 from .atomic import atomic_write_text
 
-__all__ = ["MetricsLog", "clear_run_dir", "fingerprint", "git_sha", "new_manifest", "open_tensorboard", "utc_now",
-           "write_config_copy", "write_done", "write_json", "write_manifest"]
+__all__ = ["MetricsLog", "fingerprint", "git_sha", "new_manifest", "open_tensorboard", "utc_now", "write_config_copy",
+           "write_done", "write_json", "write_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +43,6 @@ def write_done(run_dir: Path) -> None:
     atomic_write_text(rundir.RunDir(run_dir).done, utc_now() + "\n")
 
 
-def clear_run_dir(run_dir: Path) -> None:
-    """Remove the runner's own files and folders from ``run_dir`` (``--overwrite``); nothing else is touched."""
-    for name in rundir.RUN_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            (run_dir / name).unlink()
-    for name in rundir.RUN_DIRS:
-        shutil.rmtree(run_dir / name, ignore_errors=True)
-
-
 def git_sha() -> str | None:
     """The checkout's commit (``-dirty`` with uncommitted changes), or ``None`` outside a git checkout."""
     here = Path(__file__).resolve().parent
@@ -68,8 +57,8 @@ def git_sha() -> str | None:
         return None
 
 
-def new_manifest(argv: list[str], accelerator: Any, seed: int, config_path: Path) -> dict:
-    """Versions, seed, world size, precision, device, config path, argv and host of a new run."""
+def new_manifest(argv: list[str], accelerator: Any, seed: int, config_path: Path, data: dict | None = None) -> dict:
+    """Versions, seed, world size, precision, device, config path, argv, host and data fingerprint of a new run."""
     import accelerate
     import torchdistill
     import torchvision
@@ -93,28 +82,21 @@ def new_manifest(argv: list[str], accelerator: Any, seed: int, config_path: Path
         "argv": argv,
         "host": socket.gethostname(),
         "started": utc_now("seconds"),
+        "data": data,
         "resumes": [],
     }
 
 
-def write_manifest(run_dir: Path, *, resumed_from: int | None, argv: list[str], accelerator: Any, seed: int,
-                   config_path: Path) -> None:
-    """A new run's manifest, or the previous one with this resume appended (``resumed_from``: the first epoch)."""
-    path = rundir.RunDir(run_dir).manifest
-    if resumed_from is not None and path.exists():
-        manifest = json.loads(path.read_text())
-        manifest.setdefault("resumes", []).append(
-            {"from_epoch": resumed_from, "argv": argv, "world_size": accelerator.num_processes,
-             "time": utc_now("seconds")})
-    else:
-        manifest = new_manifest(argv, accelerator, seed, config_path)
-    write_json(path, manifest)
+def write_manifest(run_dir: Path, manifest: dict, resume: dict | None = None) -> None:
+    """``manifest`` (a new one, or the previous one read before anything was written), with ``resume`` appended."""
+    if resume is not None:
+        manifest.setdefault("resumes", []).append({**resume, "time": utc_now("seconds")})
+    write_json(rundir.RunDir(run_dir).manifest, manifest)
 
 
-def write_config_copy(run_dir: Path, config_path: Path, overrides: list[str]) -> None:
-    """``config.yaml``: the header naming the source and the overrides, then the config's text byte for byte."""
-    text = rundir.config_header(config_path, overrides) + "\n" + config_path.read_text()
-    atomic_write_text(rundir.RunDir(run_dir).config, text)
+def write_config_copy(path: Path, config_path: Path, text: str, overrides: list[str]) -> None:
+    """A config copy (``config.yaml``): the header naming the source and the overrides, then the text as read."""
+    atomic_write_text(path, rundir.config_header(config_path, overrides) + "\n" + text)
 
 
 class MetricsLog:

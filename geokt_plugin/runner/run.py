@@ -1,5 +1,5 @@
-"""One run, as a fixed sequence of named steps: config -> run dir -> accelerator -> models -> box and session ->
-resume -> outputs -> instructor -> epochs -> finish (or, with ``test_only``, evaluate and stop).
+"""One run, as a fixed sequence of named steps: config -> settings -> lock -> run dir -> accelerator -> models ->
+box and session -> resume -> outputs -> instructor -> epochs -> finish (or, with ``test_only``, evaluate and stop).
 
 Callable from Python: ``geokt_plugin.runner.run(RunOptions(config="configs/smoke/kd.yaml"))``.
 """
@@ -7,9 +7,9 @@ Callable from Python: ``geokt_plugin.runner.run(RunOptions(config="configs/smoke
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,23 +22,19 @@ from ..config import ConfigError, check_config, check_run_dir, load_config
 from ..config.stages import stage_keys
 from .boxes import build_box
 from .build import build_model
-from .checkpoint import Checkpoint, load_model_checkpoint
+from .checkpoint import FIX_LAST, Checkpoint, load_state_into, save_torchdistill_ckpt
+from .continuity import Previous, check_previous, check_same_run, data_fingerprint
 from .distributed import ddp_kwargs_from_config, gather_per_rank, make_accelerator, sync_buffers, unwrap
-from .loaders import build_test_loader
+from .finish import evaluation_checkpoint, finish, test_only
+from .lock import RunLock
 from .loop import EpochPlan, EpochTotals, evaluate, train_epoch
 from .options import RunOptions
-from .records import (
-    MetricsLog,
-    clear_run_dir,
-    fingerprint,
-    open_tensorboard,
-    write_config_copy,
-    write_done,
-    write_json,
-    write_manifest,
-)
+from .outputs import write_outputs
+from .previous import PreviousOutputs
+from .records import MetricsLog
 from .rng import rng_state, set_rng_state
 from .session import Session
+from .settings import RunSettings, check_device_and_precision, check_effective_precision
 
 __all__ = ["run"]
 
@@ -52,12 +48,15 @@ class _Run:
 
     options: RunOptions
     config: dict
+    config_text: str
+    settings: RunSettings
     run_dir: rundir.RunDir
     session: Session
-    seed: int
-    checkpoint: Checkpoint | None
+    previous: Previous | None
     metrics: MetricsLog = field(init=False)
     writer: Any = None
+    aside: PreviousOutputs | None = None
+    data: dict | None = None
     start_epoch: int = 0
     best_acc: float = -1.0
     best_epoch: int = -1
@@ -66,7 +65,7 @@ class _Run:
     skipped_total: int = 0
 
     def __post_init__(self) -> None:
-        ckpt = self.checkpoint
+        ckpt = self.previous.checkpoint if self.previous is not None else None
         self.metrics = MetricsLog(self.run_dir.metrics, ckpt.rows if ckpt is not None else None)
         if ckpt is not None:
             self.start_epoch = int(ckpt.epoch) + 1
@@ -82,40 +81,57 @@ class _Run:
     def is_main(self) -> bool:
         return bool(self.session.accelerator.is_main_process)
 
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
 
 def run(options: RunOptions) -> dict:
     """Check, then train (or evaluate) one config; returns the summary written to summary.json.
 
     Raises:
         ConfigError: a bad config, flag, run directory or checkpoint, before anything is written.
+        OutputWriteError: an output could not be written (disk full, read-only, permissions).
         TrainingStopped: a non-finite loss under ``nan_policy='stop'``.
     """
     if logger.level == logging.NOTSET:  # a Python caller without the CLI's logging: keep train.log informative
         logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
-    config = load_and_check_config(options)
+    config, text = load_and_check_config(options)
+    settings = RunSettings.resolve(options, config)
+    check_device_and_precision(options)
     if options.check:
+        if options.test_only:
+            evaluation_checkpoint(options, config)
+        elif options.run_dir is not None or options.resume or options.overwrite:
+            check_outputs(options, text, settings)
         print(f"geokt-train: {options.config}: OK")
         return {"check": "ok"}
-    resume_path = check_run_dir_and_checkpoint(options)
-    accelerator = make_accelerator(options.device, options.mixed_precision, ddp_kwargs_from_config(config["train"]))
-    seed = seed_everything(options, config)
-    session = build_session(config, accelerator, seed)
-    ckpt = resume(session, resume_path, test_only=options.test_only)
     if options.test_only:
-        return test_only(options, config, session, resume_path)
-    state = _Run(options, config, rundir.RunDir(options.resolved_run_dir), session, seed, ckpt)
-    if state.start_epoch >= session.box.num_epochs:
-        return already_done(state)
+        return evaluate_only(options, config, settings)
     with contextlib.ExitStack() as stack:
-        write_outputs(state, stack)
-        evaluate_instructor(state)
-        stopped = train_epochs(state)
-        return stopped if stopped is not None else finish(state)
+        if int(os.environ.get("RANK", "0")) == 0:  # the accelerator does not exist yet
+            stack.enter_context(RunLock(options.resolved_run_dir))
+        previous = check_outputs(options, text, settings)
+        accelerator = start_accelerator(options, config)
+        session = build_session(config, accelerator, seed_everything(settings.seed))
+        state = _Run(options, config, text, settings, rundir.RunDir(options.resolved_run_dir), session, previous)
+        state.data = data_fingerprint(session.box.dataset_dict)
+        if previous is not None:
+            check_same_run(previous, state.data, str(accelerator.mixed_precision),
+                           allow_change=options.allow_config_change)
+        resume(session, previous)
+        if state.start_epoch >= session.box.num_epochs and state.run_dir.finished():
+            return already_done(state)
+        return train_and_finish(state, stack)
 
 
-def load_and_check_config(options: RunOptions) -> dict:
-    """Load the config, apply ``--epochs``, and run the full validation before anything is built or written."""
+def load_and_check_config(options: RunOptions) -> tuple[dict, str]:
+    """The config (``--epochs`` applied) and its text, validated before anything is built or written."""
     config = load_config(options.config, trust_config=options.trust_config)
+    try:
+        text = options.config.read_text()  # kept: --overwrite may move the file away when it is the run's copy
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{options.config}: cannot be read as text ({exc}).") from exc
     if options.epochs is not None:
         if stage_keys(config["train"]):
             raise ConfigError(f"{options.config}: --epochs does not apply to a multi-stage config; edit "
@@ -124,27 +140,33 @@ def load_and_check_config(options: RunOptions) -> dict:
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
     for note in check_config(config, config_path=str(options.config), device=device, load_checkpoints=True) or []:
         (logger.warning if note.startswith("warning") else logger.debug)("config: %s", note)
-    return config
+    return config, text
 
 
-def check_run_dir_and_checkpoint(options: RunOptions) -> Path | None:
-    """The checkpoint to start from (``--resume``'s ``last.pt``, ``--checkpoint``), after checking the run dir."""
-    if options.test_only:
-        path = options.checkpoint
-        if path is not None and not path.is_file():
-            raise ConfigError(f"--checkpoint: no file at {path}.")
-        return path
+def check_outputs(options: RunOptions, text: str, settings: RunSettings) -> Previous | None:
+    """The run-dir check; with ``--resume``, the run to continue (its ``last.pt``, manifest, config, seed)."""
     run_dir = options.resolved_run_dir
+    last = rundir.RunDir(run_dir).last
+    if options.resume and last.exists() and not last.is_file():
+        raise ConfigError(f"--resume: {last} is a directory, not a checkpoint file. {FIX_LAST}")
     for note in check_run_dir(run_dir, resume=options.resume, overwrite=options.overwrite):
         logger.debug("run dir: %s", note)
-    return rundir.RunDir(run_dir).last if options.resume else None
+    if not options.resume:
+        return None
+    return check_previous(run_dir, text, settings.seed, allow_change=options.allow_config_change)
 
 
-def seed_everything(options: RunOptions, config: dict) -> int:
-    """Seed every RNG with ``--seed``, else the config's ``seed``, else 0: identical initial weights on all ranks."""
+def start_accelerator(options: RunOptions, config: dict) -> Any:
+    """The Accelerator, refused when it would not run the precision it reports."""
+    accelerator = make_accelerator(options.device, options.mixed_precision, ddp_kwargs_from_config(config["train"]))
+    check_effective_precision(accelerator)
+    return accelerator
+
+
+def seed_everything(seed: int) -> int:
+    """Seed every RNG: identical initial weights on all ranks."""
     from accelerate.utils import set_seed
 
-    seed = options.seed if options.seed is not None else int(config.get("seed", 0) or 0)
     set_seed(seed)
     torch.backends.cudnn.benchmark = False
     return seed
@@ -159,61 +181,88 @@ def build_session(config: dict, accelerator: Any, seed: int) -> Session:
     return Session(build_box(config, teacher, student, accelerator.device), accelerator, seed)
 
 
-def resume(session: Session, path: Path | None, *, test_only: bool) -> Checkpoint | None:
+def evaluate_only(options: RunOptions, config: dict, settings: RunSettings) -> dict:
+    """``--test-only``: what to evaluate (refused when nothing but random weights), then the evaluation."""
+    checkpoint = evaluation_checkpoint(options, config)
+    accelerator = start_accelerator(options, config)
+    session = build_session(config, accelerator, seed_everything(settings.seed))
+    session.prepare()
+    return test_only(options, config, session, checkpoint)
+
+
+def resume(session: Session, previous: Previous | None) -> None:
     """Replay finished stages, prepare, then load every saved state (weights, adapters, optimizer, RNG)."""
-    ckpt = Checkpoint.load(path, allow_plain=test_only) if path is not None else None
     box, accelerator = session.box, session.accelerator
+    ckpt = previous.checkpoint if previous is not None else None
     if ckpt is not None:
         box.fast_forward(int(ckpt.epoch) + 1)
     session.prepare()
-    if path is None:
-        return None
-    load_model_checkpoint(box.plain_student, path, where="--resume")
-    if ckpt is None:  # --test-only with a plain checkpoint
-        return None
+    if previous is None or ckpt is None:
+        return
+    path = previous.path
+    load_state_into(box.plain_student, ckpt.model, where="--resume", file=path)
     session.load_extra_state(ckpt.extra, path)
-    box.optimizer.load_state_dict(ckpt.optimizer)
+    _load_state("optimizer", box.optimizer, ckpt.optimizer, path)
     if box.lr_scheduler is not None and ckpt.scheduler is not None:
-        box.lr_scheduler.load_state_dict(ckpt.scheduler)
+        _load_state("scheduler", box.lr_scheduler, ckpt.scheduler, path)
     box.backward_count = ckpt.stage_grad_count
     if len(ckpt.rng) != accelerator.num_processes:
         raise ConfigError(f"--resume: {path} was written by {len(ckpt.rng)} process(es), this run has "
                           f"{accelerator.num_processes}; resume with the same world size.")
     set_rng_state(ckpt.rng[accelerator.process_index])
-    return ckpt
+
+
+def _load_state(what: str, target: Any, state: Any, path: Path) -> None:
+    """``target.load_state_dict(state)``; a state of another class or shape is a one-line :class:`ConfigError`.
+
+    An optimizer's ``load_state_dict`` accepts the state of another class and fails at the first step instead
+    (``KeyError: 'betas'``); the settings of its parameter groups tell the classes apart first.
+    """
+    kind = type(getattr(target, "optimizer", target)).__name__
+    fix = (f"The {what} class or its parameter groups changed since the run started; resume with the original "
+           "train.optimizer/scheduler, or start again with --overwrite.")
+    groups = getattr(target, "param_groups", None)
+    saved = state.get("param_groups") if isinstance(state, dict) else None
+    if groups and saved:
+        needed = sorted(set(groups[0]) - set(saved[0]))
+        if needed:
+            raise ConfigError(f"--resume: the {what} state in {path} lacks the settings {needed} that this config's "
+                              f"{what} ({kind}) needs. {fix}")
+    try:
+        target.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
+        raise ConfigError(f"--resume: the {what} state in {path} does not fit this config's {what} ({kind}): "
+                          f"{type(exc).__name__}: {exc}. {fix}") from exc
 
 
 def already_done(state: _Run) -> dict:
-    """Every epoch is already trained: say so and return the previous summary."""
+    """The run finished: every epoch trained, the test done. Say so and return its summary."""
     if state.is_main:
-        logger.info("%s: all %d epochs are done; nothing to train (raise --epochs to continue).", state.run_dir.path,
-                    state.session.box.num_epochs)
+        logger.info("%s: the run is finished (all %d epochs and the test); nothing to do (raise --epochs to "
+                    "continue training).", state.run_dir.path, state.session.box.num_epochs)
     return rundir.read_json(state.run_dir.summary)
 
 
-def write_outputs(state: _Run, stack: contextlib.ExitStack) -> None:
-    """Only now is the run directory touched: clear (``--overwrite``), log file, manifest, config copy, TensorBoard."""
-    if not state.is_main:
-        return
-    options, run_dir = state.options, state.run_dir
-    if options.overwrite and not options.resume:
-        clear_run_dir(run_dir.path)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        run_dir.done.unlink()
-    handler = logging.FileHandler(run_dir.log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    logger.addHandler(handler)
-    stack.callback(_detach, handler)
-    write_manifest(run_dir.path, resumed_from=state.start_epoch if options.resume else None, argv=list(options.argv),
-                   accelerator=state.accelerator, seed=state.seed, config_path=options.config)
-    write_config_copy(run_dir.path, options.config, options.overrides)
-    state.writer = open_tensorboard(run_dir.path, state.start_epoch if state.start_epoch else None)
-
-
-def _detach(handler: logging.Handler) -> None:
-    logger.removeHandler(handler)  # run() may be called again in this process
-    handler.close()
+def train_and_finish(state: _Run, stack: contextlib.ExitStack) -> dict:
+    """Outputs, instructor, the remaining epochs, the finish; ``--overwrite``'s previous outputs come back on a
+    failure before the first checkpoint."""
+    try:
+        write_outputs(state, stack)
+        if state.start_epoch >= state.session.box.num_epochs:
+            if state.is_main:
+                logger.info("all %d epochs are trained but the run did not finish: finishing it (test, summary, "
+                            "done marker)", state.session.box.num_epochs)
+            return finish(state)
+        evaluate_instructor(state)
+        stopped = train_epochs(state)
+        return stopped if stopped is not None else finish(state)
+    except BaseException:
+        if state.writer is not None:
+            state.writer.close()
+        if state.aside is not None:
+            state.aside.restore()
+            state.aside = None
+        raise
 
 
 def evaluate_instructor(state: _Run) -> None:
@@ -230,13 +279,12 @@ def train_epochs(state: _Run) -> dict | None:
     """Train the remaining epochs; ``{'stopped_after_epoch': N}`` when ``stop_after_epochs`` ends the run early."""
     options, session = state.options, state.session
     num_epochs = int(session.box.num_epochs)
-    log_every = options.log_every or int(state.config["train"].get("log_freq", 0) or 0) or 50
     for epoch in range(state.start_epoch, num_epochs):
         # seeded data order, train mode (the instructor stays in eval)
         session.set_epoch(epoch)
         session.box.begin_epoch(epoch)
-        plan = EpochPlan(epoch, num_epochs, state.grad_steps, options.nan_policy, log_every, state.is_main,
-                         state.run_dir.path)
+        plan = EpochPlan(epoch, num_epochs, state.grad_steps, options.nan_policy, state.settings.log_every,
+                         state.is_main, state.run_dir.path)
         end_epoch(state, epoch, train_epoch(session, plan))
         stop_after = options.stop_after_epochs
         if stop_after is not None and epoch + 1 - state.start_epoch >= stop_after and epoch + 1 < num_epochs:
@@ -270,9 +318,28 @@ def end_epoch(state: _Run, epoch: int, local: EpochTotals) -> None:
         ckpt.save(state.run_dir.last)
         if improved:
             ckpt.save(state.run_dir.best)
+            _save_dst_ckpt(state)
+        if state.aside is not None:  # the new run has its first checkpoint: the previous outputs can go
+            state.aside.drop()
+            state.aside = None
         state.metrics.write()
         _log_epoch(state, row, epoch)
     accelerator.wait_for_everyone()
+
+
+def _save_dst_ckpt(state: _Run) -> None:
+    """``models.student_model.dst_ckpt``: the best student also in torchdistill's ``save_ckpt`` layout."""
+    dst = (state.config["models"].get("student_model") or {}).get("dst_ckpt")
+    if not dst:
+        return
+    path = Path(os.path.expanduser(str(dst)))
+    if path.resolve() in (state.run_dir.best.resolve(), state.run_dir.last.resolve()):
+        return  # the run's own best.pt: it already loads with torchdistill's load_ckpt ('model', 'optimizer')
+    box = state.session.box
+    args = {"config": str(state.options.config), "run_dir": str(state.run_dir.path), "seed": state.seed,
+            "best_epoch": state.best_epoch}
+    save_torchdistill_ckpt(path, box.plain_student, box.optimizer, box.lr_scheduler,
+                           state.best_acc, args)
 
 
 def _epoch_row(epoch: int, stage: int, totals: EpochTotals, val_acc: float) -> dict:
@@ -309,60 +376,3 @@ def _log_epoch(state: _Run, row: dict, epoch: int) -> None:
                 state.session.box.num_epochs, row.get("train_loss", float("nan")), terms + " " if terms else "",
                 row["train_acc"], row["val_acc"], row["epoch_time_s"], row["images_per_s"],
                 f" | skipped {skipped}" if skipped else "")
-
-
-def finish(state: _Run) -> dict:
-    """Fingerprints of every rank's weights, the test of the best student, summary.json and the ``done`` marker."""
-    session, accelerator, run_dir = state.session, state.accelerator, state.run_dir
-    box = session.box
-    fingerprints = gather_per_rank(fingerprint(unwrap(box.student)), accelerator)
-    if state.is_main:  # equal under correct DDP
-        write_json(run_dir.params, {"world_size": accelerator.num_processes, "ranks": fingerprints,
-                                    "identical": all(f == fingerprints[0] for f in fingerprints)})
-    summary: dict[str, Any] = {"best_val_acc": state.best_acc if state.best_epoch > 0 else None,
-                               "best_epoch": state.best_epoch, "last_val_acc": state.metrics.last("val_acc"),
-                               "epochs": box.num_epochs, "teacher_val_acc": state.teacher_acc,
-                               "skipped_steps": state.skipped_total}
-    loader = build_test_loader(state.config, accelerator)
-    if loader is not None:
-        if run_dir.best.exists():
-            accelerator.wait_for_everyone()
-            load_model_checkpoint(box.plain_student, run_dir.best, where="best.pt")
-        summary["test_acc"] = evaluate(box.plain_student, loader, accelerator)
-        if box.teacher is not None and not state.options.student_only:
-            summary["teacher_test_acc"] = evaluate(box.teacher_for_eval, loader, accelerator)
-    if state.is_main:
-        write_json(run_dir.summary, summary)
-        write_done(run_dir.path)
-        state.writer.close()
-        val = f"best val {state.best_acc:.2f} at epoch {state.best_epoch}" if state.best_epoch >= 0 \
-            else "no validation data"
-        test = f", test {summary['test_acc']:.2f}" if summary.get("test_acc") is not None else ""
-        logger.info("done: %s%s -> %s", val, test, run_dir.path)
-    box.clean_modules()
-    accelerator.wait_for_everyone()
-    return summary
-
-
-def test_only(options: RunOptions, config: dict, session: Session, checkpoint: Path | None) -> dict:
-    """Evaluate the student (``--checkpoint``, else ``best.pt``, else the config's weights) and the instructor."""
-    box, accelerator = session.box, session.accelerator
-    run_dir = rundir.RunDir(options.resolved_run_dir)
-    if checkpoint is None and run_dir.best.exists():
-        load_model_checkpoint(box.plain_student, run_dir.best, where="best.pt")
-        checkpoint = run_dir.best
-    result: dict[str, Any] = {"checkpoint": str(checkpoint) if checkpoint else None}
-    if box.val_data_loader is not None:
-        result["val_acc"] = evaluate(box.plain_student, box.val_data_loader, accelerator)
-    loader = build_test_loader(config, accelerator)
-    if loader is not None:
-        result["test_acc"] = evaluate(box.plain_student, loader, accelerator)
-    if box.teacher is not None and not options.student_only:
-        loader = loader or box.val_data_loader
-        if loader is not None:
-            result["teacher_acc"] = evaluate(box.teacher_for_eval, loader, accelerator)
-    if accelerator.is_main_process:
-        print(json.dumps(result, indent=2))
-        if run_dir.path.is_dir():
-            write_json(run_dir.test, result)
-    return result

@@ -35,6 +35,7 @@ def test_run_api_from_python_equals_the_cli_and_works_without_tensorboard(tmp_pa
                          timeout=300, env=env, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr[-3000:]
 
+    monkeypatch.chdir(tmp_path)  # relative paths in the config (dst_ckpt) land here, as for the CLI run
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     summary = run(RunOptions(config=config, run_dir=api_dir, device="cpu", seed=0))

@@ -43,8 +43,16 @@ def test_run_options_defaults_and_run_dir():
     ({"checkpoint": "x.pt"}, r"--checkpoint only goes with --test-only; to continue a run use --resume\."),
     ({"nan_policy": "ignore"}, r"--nan-policy 'ignore' is not one of \['stop', 'skip'\]"),
     ({"mixed_precision": "fp8"}, r"--mixed-precision 'fp8' is not one of"),
+    ({"seed": -1}, r"--seed must be in \[0, 4294967295\] \(numpy's seed range\), got -1\."),
+    ({"seed": 2**32}, r"--seed must be in \[0, 4294967295\]"),
+    ({"allow_config_change": True}, r"--allow-config-change only goes with --resume\."),
 ])
 def test_run_options_refuse_bad_values_and_combinations(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         RunOptions(config="x.yaml", **kwargs)
     RunOptions(config="x.yaml", test_only=True, checkpoint="x.pt")  # the allowed combination
+
+
+def test_run_options_refuse_non_integer_counts():
+    with pytest.raises(TypeError, match=r"RunOptions.epochs \(--epochs\) must be an int or None, got str '2'"):
+        RunOptions(config="x.yaml", epochs="2")
