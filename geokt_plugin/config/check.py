@@ -1,8 +1,10 @@
 """``check_config``: every check of a loaded config, in a fixed order, before anything is built or written.
 
-Order: the config's shape; the device; the dependencies (imported, so their registry keys exist); the models;
-the datasets; then per stage: ``num_epochs``, the loaders, the processes, the teacher/student sections, the
-criterion, the optimizer, what each role hooks, what each loss reads, and one dummy forward.
+Order: the config's shape; the device; the dependencies (imported, so their registry keys exist); ``seed`` and
+``log_freq``; the models; the datasets; then per stage: ``num_epochs``, the loaders (one batch each), the
+processes, the teacher/student sections, the criterion, the optimizer and a dry run of its scheduler, what each role
+hooks, what each loss reads, one dummy forward, and (when nothing else is wrong) each loss term on one batch; last
+the ``test`` section.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from .criterion_check import check_criterion
 from .datasets_check import check_datasets
 from .environment_check import check_dependencies, check_device
 from .errors import ConfigError, Report, short
+from .exercise_check import exercise_criterion
 from .forward_check import check_term_paths, dummy_forward
+from .loaders_check import check_test
 from .loading import not_a_mapping
 from .models_check import check_models
-from .optim_check import check_optimizer
+from .optim_check import Schedule, check_optimizer
 from .registries import Registries
 from .roles_check import check_role, stage_roles
-from .stages_check import check_loaders, check_num_epochs, check_procs, is_first_stage, stages
+from .stages_check import check_loaders, check_num_epochs, check_procs, check_run_numbers, is_first_stage, stages
 
 __all__ = ["check_config"]
 
@@ -60,6 +64,7 @@ def check_config(
     ctx = CheckContext(config=config, config_path=config_path, device=device, report=report,
                        registries=Registries.load(), load_checkpoints=load_checkpoints, input_shape=input_shape,
                        uses_geokt_dependency=uses_geokt)
+    check_run_numbers(ctx, config)
     if isinstance(config.get("models"), Mapping):
         ctx.models = check_models(ctx, config["models"])
     if isinstance(config.get("datasets"), Mapping):
@@ -67,6 +72,7 @@ def check_config(
     if isinstance(config.get("train"), Mapping):
         for sp, stage in stages(ctx, config["train"]):
             _check_stage(ctx, sp, stage)
+    check_test(ctx, config)
     report.raise_if_problems(config_path)
     return report.notes
 
@@ -84,14 +90,17 @@ def _check_sections(report: Report, config: Mapping) -> None:
 def _check_stage(ctx: CheckContext, sp: str, stage: Mapping) -> None:
     """Every check of one stage (``sp``: its YAML path, ``train`` or ``train.stageN``)."""
     first = is_first_stage(sp)
-    check_num_epochs(ctx, sp, stage)
-    sample_shape = check_loaders(ctx, sp, stage)
-    if sample_shape is not None:
-        ctx.sample_shape = sample_shape
+    epochs = check_num_epochs(ctx, sp, stage)
+    train, _ = check_loaders(ctx, sp, stage)
+    if train is not None and train.sample_shape is not None:
+        ctx.sample_shape = train.sample_shape
+    if train is not None and train.batch is not None:  # a later stage without its own loader keeps the previous
+        ctx.train_batch, ctx.train_batches = train.batch, train.batches
     check_procs(ctx, sp, stage)
     sections = stage_roles(ctx, sp, stage, required=first)
     terms = check_criterion(ctx, sp, stage)
-    check_optimizer(ctx, sp, stage, required=first)
+    check_optimizer(ctx, sp, stage, required=first, schedule=Schedule(epochs, ctx.train_batches))
     roles = [check_role(ctx, section) for section in sections]
     check_term_paths(ctx, terms, roles)
     dummy_forward(ctx, sp, roles, terms)
+    exercise_criterion(ctx, sp, stage, roles, terms)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -61,9 +62,12 @@ class CheckContext:
             ``environment_check.check_dependencies``; read by every registry-key check.
         models: the buildable ``models.*`` entries (torch.hub ones excluded). Produced by
             ``models_check.check_models``; read by ``roles_check`` to build what each stage hooks.
-        datasets: produced by ``datasets_check.check_datasets``; read by ``stages_check.check_loader``.
+        datasets: produced by ``datasets_check.check_datasets``; read by ``loaders_check.check_loader``.
         sample_shape: ``(C, H, W)`` of the first stage's first training sample. Produced by
             ``stages_check.check_loaders``; read by ``forward_check.input_shape``.
+        train_batch: the first batch of the latest stage's training loader that was read. Produced by
+            ``stages_check.check_loaders``; read by ``exercise_check.exercise_criterion``.
+        train_batches: that loader's batches per epoch; read by ``optim_check`` to count scheduler steps.
     """
 
     config: Mapping
@@ -77,6 +81,8 @@ class CheckContext:
     models: dict[str, ModelRecipe] = field(default_factory=dict)
     datasets: Datasets = field(default_factory=Datasets)
     sample_shape: tuple[int, ...] | None = None
+    train_batch: Any = None
+    train_batches: int | None = None
 
     @property
     def has_teacher(self) -> bool:

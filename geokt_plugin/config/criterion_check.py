@@ -12,6 +12,7 @@ from torch import nn
 from .context import CheckContext
 from .errors import is_number, short
 from .module_paths import IO_NAMES
+from .numbers_check import check_kwarg_numbers, number_hint
 from .suggest import DEPENDENCY_HINT, kwarg_hints, unknown_key
 
 __all__ = ["Term", "check_criterion", "check_weight"]
@@ -73,8 +74,9 @@ def check_criterion(ctx: CheckContext, sp: str, stage: Mapping) -> list[Term]:
 def check_weight(ctx: CheckContext, weight: Any, where: str) -> None:
     """A term's ``weight`` is a finite number >= 0."""
     if not is_number(weight) or not math.isfinite(weight) or weight < 0:
-        ctx.report.error(where, f"must be a finite number >= 0, got {short(weight)}. A negative weight would "
-                                "push the geometry apart; use a weight >= 0 (0 disables the term).")
+        fix = number_hint(weight) or (" A negative weight would push the geometry apart; use a weight >= 0 (0 "
+                                      "disables the term).")
+        ctx.report.error(where, f"must be a finite number >= 0, got {short(weight)}.{fix}")
 
 
 def _check_term(ctx: CheckContext, term: Any, where: str) -> Term | None:
@@ -101,6 +103,8 @@ def _check_term(ctx: CheckContext, term: Any, where: str) -> Term | None:
     kwargs = crit["kwargs"] if crit["kwargs"] is not None else {}
     if not isinstance(kwargs, Mapping):
         r.error(kw_where, f"must be a mapping of the loss's arguments, got {type(kwargs).__name__} {short(kwargs)}.")
+        return None
+    if not check_kwarg_numbers(r, ctx.registries.loss_class(key), kwargs, kw_where):
         return None
     module = _construct(ctx, key, kwargs, kw_where)
     wrapper = term.get("criterion_wrapper")

@@ -20,7 +20,7 @@ from .module_paths import IO_NAMES, SELF_PATH, resolve
 from .roles_check import CheckedRole, RoleModels, build_role
 from .suggest import did_you_mean, nearest
 
-__all__ = ["DEFAULT_INPUT_SHAPE", "Capture", "check_term_paths", "dummy_forward", "input_shape"]
+__all__ = ["DEFAULT_INPUT_SHAPE", "Capture", "check_term_paths", "dummy_forward", "hooked_forward", "input_shape"]
 
 DEFAULT_INPUT_SHAPE = (3, 32, 32)
 
@@ -129,10 +129,17 @@ def _device_of(module: nn.Module, default: str) -> torch.device:
 
 
 def _run_forward(models: RoleModels, hooks: Mapping[str, frozenset[str]], shape: tuple[int, ...]) -> Capture:
+    x = torch.zeros((2, *shape), device=_device_of(models.target, "meta"))
+    return hooked_forward(models, hooks, lambda model: model(x))
+
+
+def hooked_forward(models: RoleModels, hooks: Mapping[str, frozenset[str]],
+                   forward: Callable[[nn.Module], Any]) -> Capture:
+    """``forward(target)`` in eval mode without gradients, recording what torchdistill's hooks would, then the
+    auxiliary wrapper's ``secondary_forward``; every hook is removed afterwards."""
     from torchdistill.models.wrapper import AuxiliaryModelWrapper
 
     target = models.target
-    x = torch.zeros((2, *shape), device=_device_of(target, "meta"))
     io_dict: dict[str, dict[str, Any]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     handles = [module.register_forward_hook(_record_shape(shapes, name)) for name, module in target.named_modules()]
@@ -143,13 +150,13 @@ def _run_forward(models: RoleModels, hooks: Mapping[str, frozenset[str]], shape:
     try:
         with torch.no_grad():
             target.eval()
-            out = target(x)
+            out = forward(target)
+            io_dict.setdefault(SELF_PATH, {})["output"] = out
             if isinstance(target, AuxiliaryModelWrapper):
                 target.secondary_forward(io_dict)
     finally:
         for h in handles:
             h.remove()
-    io_dict.setdefault(SELF_PATH, {})["output"] = out
     return Capture(io_dict, shapes)
 
 
@@ -198,6 +205,12 @@ def _check_pair(ctx: CheckContext, term: Term, captures: Mapping[str, Capture]) 
                                 f"feature map (e.g. {nearest(module.student_module_path, good)}), use a larger "
                                 "input, or set scope: 'batch'.")
         return
+    neighbors = getattr(module, "neighbors", None)
+    if is_int(neighbors) and neighbors > n - 1:
+        ctx.report.warn(f"{where}.neighbors: {neighbors} is more than the {n - 1} other points of each set of student "
+                        f"{module.student_module_path!r} (N = {n} points per set, {H}x{W}, scope {scope!r}); the "
+                        f"loss clips it to {n - 1}, so every pair is a neighbour. Use neighbors < {n}, or hook a "
+                        "larger map.")
     ctx.report.ok(f"{term.where}: {term.key} on student {shape_of(s)} / teacher {shape_of(t)}, {n} points per set")
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from .errors import ConfigError, short
 from .trust import check_config_trust
+from .yaml_keys import duplicate_keys
 
 __all__ = ["load_config", "not_a_mapping"]
 
@@ -40,9 +41,9 @@ def load_config(path: str | os.PathLike, *, trust_config: bool = False) -> dict:
         The loaded mapping (datasets written with ``!import_call`` are already built objects).
 
     Raises:
-        ConfigError: missing or unreadable file, YAML syntax error, a tag that failed (with the file, the line and,
-            under ``datasets``, the dataset id), a document that is not a mapping, or a dependency that does not
-            import.
+        ConfigError: missing or unreadable file, YAML syntax error, a duplicate mapping key, a tag that failed
+            (with the file, the line and, under ``datasets``, the dataset id), a document that is not a mapping, or a
+            dependency that does not import.
     """
     source = str(path)
     file = Path(path)
@@ -109,11 +110,20 @@ def _register_torchdistill_tags() -> None:
 
 
 def _parse(text: str, source: str) -> Any:
-    """The YAML document in ``text``, its tags run; failures name ``source``, the line and the dataset id."""
+    """The YAML document in ``text``, its tags run; failures name ``source``, the line and the dataset id.
+
+    Duplicate mapping keys are refused first (PyYAML would keep the last one silently).
+    """
     _register_torchdistill_tags()
     loader = _TracingLoader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = duplicate_keys(node)
+        if duplicates:  # before any tag runs: no dataset is built for a config that cannot be trusted as written
+            raise ConfigError.from_problems(source, duplicates)
+        return loader.construct_document(node)
     except _ConstructionFailed as failed:
         line = failed.node.start_mark.line
         dataset_id = _dataset_id_at(text, line)

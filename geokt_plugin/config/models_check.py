@@ -58,6 +58,8 @@ def _check_model(ctx: CheckContext, models: Mapping, name: str) -> ModelRecipe |
     if model is None:
         return None
     r.ok(f"{where}: {key} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    if kwargs.get("pretrained") or kwargs.get("weights") is not None:
+        _check_pretrained(ctx, recipe, where)
     if cfg.get("src_ckpt") is not None:
         check_checkpoint(ctx, cfg["src_ckpt"], f"{where}.src_ckpt", model, f"{where} ({key})", weights_only=True)
     return recipe
@@ -75,6 +77,27 @@ def build_for_check(ctx: CheckContext, recipe: ModelRecipe, where: str) -> nn.Mo
                                     "constructor arguments.")
             return None
     return None
+
+
+def _check_pretrained(ctx: CheckContext, recipe: ModelRecipe, where: str) -> None:
+    """Build the model with its pretrained weights as the run will: from torch's hub cache, else downloaded."""
+    arg = "pretrained" if recipe.kwargs.get("pretrained") else "weights"
+    at, off = f"{where}.kwargs.{arg}", "False" if arg == "pretrained" else "null"
+    local = (f"set {where}.src_ckpt: '/path/to/weights.pt' (a local copy of the weights) and {arg}: {off}, or put "
+             f"the file in torch's hub cache ({torch.hub.get_dir()}/checkpoints)")
+    try:
+        with torch.device(_CPU):
+            recipe.factory(**recipe.kwargs)
+    except OSError as exc:  # URLError, HTTPError, timeouts, refused connections
+        ctx.report.error(at, f"{recipe.kwargs[arg]!r} needs the pretrained weights of {recipe.key!r}, which could not "
+                             f"be downloaded ({type(exc).__name__}: {exc}). Offline? Fetch the file on a machine with "
+                             f"network access, then {local}.")
+        return
+    except Exception as exc:  # noqa: BLE001  (a corrupt download, a hash mismatch, weights of another shape)
+        ctx.report.error(at, f"loading the pretrained weights of {recipe.key!r} failed ({type(exc).__name__}: {exc}). "
+                             f"Delete the cached file to download it again, or {local}.")
+        return
+    ctx.report.ok(f"{at}: the pretrained weights of {recipe.key} load")
 
 
 def check_checkpoint(ctx: CheckContext, ckpt: Any, where: str, model: nn.Module, what: str, *,

@@ -99,6 +99,8 @@ def check_role(ctx: CheckContext, role: RoleSection) -> CheckedRole:
     if build.models is None:
         return CheckedRole(role, hooks, None)
     _check_frozen_modules(ctx, role, build.models.ref)
+    if role.name == "student":
+        _check_trainable(ctx, role, build.models)
     paths_ok = _check_hook_paths(ctx, role, hooks, build.models)
     if role.cfg.get("src_ckpt") is not None:
         check_checkpoint(ctx, role.cfg["src_ckpt"], f"{role.where}.src_ckpt", build.models.target,
@@ -234,6 +236,41 @@ def _check_frozen_modules(ctx: CheckContext, role: RoleSection, ref: nn.Module) 
     for i, path in enumerate(role.cfg.get("frozen_modules") or []):
         if isinstance(path, str) and not path.startswith("instance(") and resolve(ref, path) is None:
             ctx.report.error(f"{role.where}.frozen_modules[{i}]", path_message(path, ref))
+
+
+def _check_trainable(ctx: CheckContext, role: RoleSection, models: RoleModels) -> None:
+    """The student keeps a trainable parameter after ``requires_grad`` and ``frozen_modules`` (torch's optimizers
+    refuse an empty parameter list, and there would be nothing to train)."""
+    params = list(models.target.parameters())
+    if not params:
+        return  # a parameter-free student: nothing to freeze, and its own problem
+    if role.cfg.get("requires_grad", True) is False:
+        ctx.report.error(f"{role.where}.requires_grad", f"False freezes the whole student ({_count(params)}); "
+                                                        "the optimizer would get no parameter to "
+                                                        "train. Set requires_grad: True.")
+        return
+    frozen = role.cfg.get("frozen_modules") or []
+    frozen_ids = {id(p) for path in frozen if isinstance(path, str) for p in _frozen_params(models.ref, path)}
+    if not [p for p in params if p.requires_grad and id(p) not in frozen_ids]:
+        ctx.report.error(f"{role.where}.frozen_modules", f"{short(frozen, 120)} freeze every parameter of the "
+                                                         f"student ({_count(params)}); the optimizer would get no "
+                                                         "parameter to train. Remove at least one module from "
+                                                         "frozen_modules.")
+
+
+def _frozen_params(ref: nn.Module, path: str) -> list[nn.Parameter]:
+    """The parameters torchdistill freezes for one ``frozen_modules`` entry (``instance(Cls)``: every ``nn.Cls``)."""
+    if path.startswith("instance(") and path.endswith(")"):
+        cls = getattr(nn, path[len("instance("):-1], None)
+        if not isinstance(cls, type):
+            return []
+        return [p for m in ref.modules() if isinstance(m, cls) for p in m.parameters()]
+    module = resolve(ref, path)
+    return list(module.parameters()) if module is not None else []
+
+
+def _count(params: list[nn.Parameter]) -> str:
+    return f"{sum(p.numel() for p in params):,} parameters"
 
 
 def _check_hook_paths(ctx: CheckContext, role: RoleSection, hooks: Mapping[str, frozenset[str]],

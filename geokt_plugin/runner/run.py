@@ -132,7 +132,7 @@ def load_and_check_config(options: RunOptions) -> tuple[dict, str]:
         text = options.config.read_text()  # kept: --overwrite may move the file away when it is the run's copy
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{options.config}: cannot be read as text ({exc}).") from exc
-    if options.epochs is not None:
+    if options.epochs is not None and isinstance(config.get("train"), dict):  # no train section: the check says so
         if stage_keys(config["train"]):
             raise ConfigError(f"{options.config}: --epochs does not apply to a multi-stage config; edit "
                               "train.stageN.num_epochs.")

@@ -86,10 +86,12 @@ def hooks(c: dict, role: str = "student") -> list[str]:
 
 
 class Ctx:
-    """What a row may use: a scratch folder and the seeded run directory."""
+    """What a row may use: a scratch folder, the seeded run directory, and pytest's monkeypatch (to simulate an
+    environment, e.g. no network)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         self.tmp = tmp_path
+        self.monkeypatch = monkeypatch
         self.run_dir = tmp_path / "run"
         self.run_dir.mkdir()
         for name, data in SEEDED.items():
@@ -278,6 +280,53 @@ def _loss_on_missing_hook() -> Any:
     return loss(student_io, teacher_io)
 
 
+def _sched(key: str, **kwargs: Any) -> Callable[[dict, Ctx], None]:
+    return _set(["train", "scheduler"], {"key": key, "kwargs": kwargs})
+
+
+def _loader_kwargs(**kwargs: Any) -> Callable[[dict, Ctx], None]:
+    return lambda c, ctx: c["train"]["train_data_loader"]["kwargs"].update(kwargs)
+
+
+def _test_section(loader: Any = None, **changes: Any) -> Callable[[dict, Ctx], None]:
+    """A ``test`` section whose loader reads ``datasets.train`` (``loader``: the whole section instead)."""
+
+    def mutate(c: dict, ctx: Ctx) -> None:
+        if loader is not None:
+            c["test"] = loader
+            return
+        c["test"] = {"test_data_loader": {"dataset_id": "train", "kwargs": {"batch_size": 2},
+                                          "sampler": {"class_or_func": RandomSampler, "kwargs": {}}, **changes}}
+
+    return mutate
+
+
+def _offline(c: dict, ctx: Ctx) -> None:
+    """The teacher asks for torchdistill's released weights, and the network is down."""
+    from urllib.error import URLError
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    ctx.monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    c["models"]["teacher_model"]["kwargs"]["pretrained"] = True
+
+
+def _freeze_student(c: dict, ctx: Ctx) -> None:
+    c["train"]["student"]["frozen_modules"] = ["conv1", "bn1", "layer1", "layer2", "layer3", "fc"]
+
+
+def _labels(value: int) -> Callable[[dict, Ctx], None]:
+    return _set(["datasets", "train"], TensorDataset(torch.zeros(4, 3, 32, 32), torch.full((4,), value)))
+
+
+YAML_HEAD = """\
+models:
+  student_model: {key: 'resnet20', kwargs: {num_classes: 10}}
+train:
+"""
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The table: (action, exception type, regexes on the message, number of problems or None for non-ConfigError)
 # ----------------------------------------------------------------------------------------------------------------
@@ -456,6 +505,160 @@ ROWS = [
     pytest.param(config_row(_ckpt(b"not a checkpoint\n")), ConfigError,
                  [r"models\.teacher_model\.src_ckpt: '.*instructor\.pt' is not a readable torch checkpoint"], 1,
                  id="not-a-checkpoint"),
+    # --- duplicate keys (PyYAML keeps the last one silently) ---
+    pytest.param(yaml_row(YAML_HEAD + "  num_epochs: 200\n  log_freq: 10\n  num_epochs: 2\n"), ConfigError,
+                 [r"broken\.yaml: train\.num_epochs: duplicate key 'num_epochs' at lines 4 and 6; YAML keeps only "
+                  r"the last one, so the value at line 4 would be silently ignored", r"Keep one of them"], None,
+                 id="duplicate-num-epochs"),
+    pytest.param(yaml_row(YAML_HEAD + "  criterion:\n    kwargs:\n      sub_terms:\n        geo: {weight: 1.0}\n"
+                                      "        ce: {weight: 1.0}\n        geo: {weight: 0.5}\n"), ConfigError,
+                 [r"train\.criterion\.kwargs\.sub_terms\.geo: duplicate key 'geo' at lines 7 and 9"], None,
+                 id="duplicate-sub-term-name"),
+    pytest.param(yaml_row(YAML_HEAD + "  optimizer: {key: 'SGD', kwargs: {lr: 0.1, momentum: 0.9, lr: 0.01}}\n"),
+                 ConfigError, [r"train\.optimizer\.kwargs\.lr: duplicate key 'lr' at lines 4 and 4"], None,
+                 id="duplicate-key-in-flow-mapping"),
+    pytest.param(yaml_row("base: &sgd {key: 'SGD', kwargs: {lr: 0.1}}\n" + YAML_HEAD
+                          + "  optimizer:\n    <<: *sgd\n    key: 'Adam'\n    key: 'AdamW'\n"), ConfigError,
+                 [r"train\.optimizer\.key: duplicate key 'key' at lines 7 and 8"], None,
+                 id="duplicate-key-next-to-a-merge"),
+    pytest.param(yaml_row(YAML_HEAD + "  num_epochs: 2\ndatasets: {}\ntrain: {}\n"), ConfigError,
+                 [r"train: duplicate key 'train' at lines 3 and 6"], None, id="duplicate-top-level-section"),
+    # --- numbers YAML read as strings, and values that must be numbers ---
+    pytest.param(config_row(_set(["train", "optimizer", "kwargs", "lr"], "1e-3")), ConfigError,
+                 [r"^broken\.yaml: train\.optimizer\.kwargs\.lr: '1e-3' is a string, not a number\. Write 1\.0e-3: "
+                  r"YAML 1\.1 reads 1e-3 without a dot as a string\.$"], 1, id="lr-exponent-without-dot"),
+    pytest.param(config_row(_set(["train", "optimizer", "kwargs", "weight_decay"], "5e-4")), ConfigError,
+                 [r"train\.optimizer\.kwargs\.weight_decay: '5e-4' is a string, not a number\. Write 5\.0e-4"], 1,
+                 id="weight-decay-exponent-without-dot"),
+    pytest.param(config_row(_set(["train", "optimizer", "kwargs", "lr"], "fast")), ConfigError,
+                 [r"train\.optimizer\.kwargs\.lr: must be a number \(SGD's default is 0\.001\), got 'fast' \(str\)"],
+                 1, id="lr-not-a-number"),
+    pytest.param(config_row(_set(["train", "scheduler", "kwargs", "gamma"], "1e-1")), ConfigError,
+                 [r"train\.scheduler\.kwargs\.gamma: '1e-1' is a string, not a number\. Write 1\.0e-1: YAML 1\.1 "
+                  r"reads 1e-1 without a dot as a string"], 1, id="scheduler-gamma-exponent-without-dot"),
+    pytest.param(config_row(_set(["train", "scheduler", "kwargs", "milestones"], "abc")), ConfigError,
+                 [r"train\.scheduler\.kwargs\.milestones: must be a list of integers >= 0 .*got 'abc' \(str\); with "
+                  r"it the lr would never decay", r"milestones: \[30, 60\]"], 1, id="milestones-a-string"),
+    pytest.param(config_row(_set(["train", "scheduler", "kwargs", "milestones"], [1, "3"])), ConfigError,
+                 [r"train\.scheduler\.kwargs\.milestones\[1\]: '3' is a string, not a number\. Write 3 without "
+                  r"quotes"], 1, id="milestone-quoted"),
+    pytest.param(config_row(lambda c, ctx: term(c).update(weight="1e-3")), ConfigError,
+                 [GEO + r"\.weight: must be a finite number >= 0, got '1e-3'\. Write 1\.0e-3: YAML 1\.1 reads 1e-3 "
+                        r"without a dot as a string"], 1, id="weight-exponent-without-dot"),
+    pytest.param(config_row(_as_loss("GeoKTNeighborRankLoss", temperature="1e-1")), ConfigError,
+                 [GEO + r"\.criterion\.kwargs\.temperature: '1e-1' is a string, not a number\. Write 1\.0e-1"], 1,
+                 id="loss-kwarg-exponent-without-dot"),
+    pytest.param(config_row(lambda c, ctx: term(c, "ce")["criterion"]["kwargs"].update(label_smoothing="0.1")),
+                 ConfigError, [r"sub_terms\.ce\.criterion\.kwargs\.label_smoothing: '0\.1' is a string, not a number\. "
+                               r"Write 0\.1 without quotes"], 1, id="torch-loss-kwarg-quoted"),
+    pytest.param(config_row(_loader_kwargs(batch_size="64")), ConfigError,
+                 [r"train\.train_data_loader\.kwargs\.batch_size: must be a positive integer, got '64' \(str\)\. "
+                  r"Write 64 without quotes"], 1, id="batch-size-quoted"),
+    pytest.param(config_row(_set(["train", "num_epochs"], "2e2")), ConfigError,
+                 [r"train\.num_epochs: must be a positive integer, got '2e2' \(str\)\. YAML 1\.1 reads 2e2 as a "
+                  r"string; write the integer itself"], 1, id="num-epochs-exponent"),
+    pytest.param(config_row(_set(["train", "log_freq"], "x")), ConfigError,
+                 [r"^broken\.yaml: train\.log_freq: must be an integer >= 0, got 'x' \(str\)\. Use e\.g\. 100\.$"],
+                 1, id="log-freq-not-a-number"),
+    pytest.param(config_row(lambda c, ctx: c.update(seed="abc")), ConfigError,
+                 [r"^broken\.yaml: seed: must be an integer in \[0, 4294967295\], got 'abc' \(str\)\. Use e\.g\. 0\."],
+                 1, id="seed-not-a-number"),
+    pytest.param(config_row(lambda c, ctx: c.update(seed=-1)), ConfigError,
+                 [r"seed: must be an integer in \[0, 4294967295\], got -1 \(int\)"], 1, id="seed-negative"),
+    pytest.param(config_row(_loader_kwargs(num_workers=-1)), ConfigError,
+                 [r"train\.train_data_loader\.kwargs\.num_workers: must be an integer >= 0, got -1 \(int\)"], 1,
+                 id="num-workers-negative"),
+    pytest.param(config_row(_set(["train", "optimizer", "max_grad_norm"], "5.0")), ConfigError,
+                 [r"train\.optimizer\.max_grad_norm: must be a number > 0, got '5\.0'\. Write 5\.0 without quotes"],
+                 1, id="max-grad-norm-quoted"),
+    pytest.param(config_row(_set(["train", "optimizer", "grad_accum_step"], "2")), ConfigError,
+                 [r"train\.optimizer\.grad_accum_step: must be a positive integer, got '2' \(str\)"], 1,
+                 id="grad-accum-step-quoted"),
+    pytest.param(config_row(_loader_kwargs(drop_last="yes please")), ConfigError,
+                 [r"train\.train_data_loader\.kwargs\.drop_last: must be true or false, got 'yes please'"], 1,
+                 id="drop-last-not-a-bool"),
+    # --- optimizer and scheduler, stepped as the run steps them ---
+    pytest.param(config_row(_sched("OneCycleLR", max_lr=0.1, total_steps=1)), ConfigError,
+                 [r"train\.scheduler\.kwargs: OneCycleLR: the run would fail at epoch 2 of 2: ValueError: Tried to "
+                  r"step 2 times\. The specified number of total steps is 1", r"Fix the scheduler's arguments"], 1,
+                 id="scheduler-fails-mid-run"),
+    pytest.param(config_row(lambda c, ctx: c["train"].update(scheduler={
+        "key": "OneCycleLR", "kwargs": {"max_lr": 0.1, "total_steps": 3}, "scheduling_step": 1})), ConfigError,
+                 [r"train\.scheduler\.kwargs: OneCycleLR: the run would fail at scheduler step 4 of 4: ValueError: "
+                  r"Tried to step 4 times\. The specified number of total steps is 3"], 1,
+                 id="step-wise-scheduler-too-short"),
+    pytest.param(config_row(_sched("ExponentialLR", gamma=-1.0)), ConfigError,
+                 [r"train\.scheduler\.kwargs: ExponentialLR: the lr becomes -0\.1 at epoch 1 of 2; it must stay a "
+                  r"finite number >= 0"], 1, id="scheduler-negative-lr"),
+    pytest.param(config_row(_set(["train", "optimizer", "kwargs"], {"lr": 0.1, "momentum": -0.5})), ConfigError,
+                 [r"train\.optimizer\.kwargs: SGD\(\*\*kwargs\) failed: ValueError: Invalid momentum value: -0\.5"], 1,
+                 id="optimizer-bad-value"),
+    # --- each loss term on one real batch ---
+    pytest.param(config_row(_geo(reduction="none")), ConfigError,
+                 [GEO + r": gives a tensor of shape \(2,\) on one training batch, not a scalar; WeightedSumLoss adds "
+                        r"the weighted terms and backward needs a scalar\. Set reduction: 'mean'"], 1,
+                 id="reduction-none-in-weighted-sum"),
+    pytest.param(config_row(lambda c, ctx: term(c, "ce")["criterion"]["kwargs"].update(reduction="none")),
+                 ConfigError, [r"sub_terms\.ce: gives a tensor of shape \(2,\) on one training batch, not a scalar"],
+                 1, id="torch-loss-reduction-none"),
+    pytest.param(config_row(lambda c, ctx: term(c, "ce")["criterion"]["kwargs"].update(weight=torch.zeros(10))),
+                 ConfigError, [r"sub_terms\.ce: gives nan on one training batch \(random weights\); the run would stop "
+                               r"at its first step"], 1, id="term-non-finite-on-finite-data"),
+    pytest.param(config_row(_labels(10)), ConfigError,
+                 [r"sub_terms\.ce: evaluating the term on one training batch failed: IndexError: Target 10 is out of "
+                  r"bounds"], 1, id="labels-outside-the-classes"),
+    # --- loaders: built and asked for one batch ---
+    pytest.param(config_row(_loader_kwargs(batch_size=8, drop_last=True)), ConfigError,
+                 [r"train\.train_data_loader\.kwargs\.batch_size: 8 is larger than datasets\.train \(4 samples\) and "
+                  r"drop_last is true, so every epoch would have zero steps", r"drop_last: false"], 1,
+                 id="zero-steps-per-epoch"),
+    pytest.param(config_row(_loader_kwargs(batch_size=10**30)), ConfigError,
+                 [r"train\.train_data_loader\.kwargs\.batch_size: 1000000000000000000000000000000 is absurd: larger "
+                  r"than datasets\.train \(4 samples\)", r"Use a batch size <= 4"], 1, id="absurd-batch-size"),
+    pytest.param(config_row(_loader_kwargs(shufle=True)), ConfigError,
+                 [r"train\.train_data_loader: building it and reading one batch failed: TypeError: .*'shufle'"], 1,
+                 id="loader-kwarg-typo"),
+    pytest.param(config_row(_set(["datasets", "train"], TensorDataset(torch.zeros(4, 3, 32, 32)))), ConfigError,
+                 [r"train\.train_data_loader: yields list of length 1 batches; the runner unpacks \(sample, target\)"],
+                 1, id="batches-without-labels"),
+    pytest.param(config_row(lambda c, ctx: c["train"].update(val_data_loader={
+        "dataset_id": "train", "sampler": {"class_or_func": RandomSampler, "kwargs": {}},
+        "kwargs": {"batch_size": 8, "drop_last": True}})), ConfigError,
+                 [r"train\.val_data_loader\.kwargs\.batch_size: 8 is larger than datasets\.train \(4 samples\) and "
+                  r"drop_last is true"], 1, id="val-loader-zero-batches"),
+    pytest.param(config_row(_test_section(dataset_id="trian")), ConfigError,
+                 [r"test\.test_data_loader\.dataset_id: 'trian' is not an entry of 'datasets' "
+                  r"\(entries: \['train'\]\)\. Did you mean 'train'\?"], 1, id="test-loader-unknown-dataset-id"),
+    pytest.param(config_row(_test_section(sampler=None)), ConfigError,
+                 [r"test\.test_data_loader\.sampler\.class_or_func: must be a sampler class, got None"], 1,
+                 id="test-loader-missing-sampler"),
+    pytest.param(config_row(_test_section(kwargs={"batch_size": 0})), ConfigError,
+                 [r"test\.test_data_loader\.kwargs\.batch_size: must be a positive integer, got 0"], 1,
+                 id="test-loader-batch-size-zero"),
+    pytest.param(config_row(_test_section(["test_data_loader"])), ConfigError,
+                 [r"test: must be a mapping, got list"], 1, id="test-section-not-a-mapping"),
+    # --- models: trainable parameters, pretrained weights, sections ---
+    pytest.param(config_row(_freeze_student), ConfigError,
+                 [r"train\.student\.frozen_modules: \['conv1', 'bn1', 'layer1', 'layer2', 'layer3', 'fc'\] freeze "
+                  r"every parameter of the student \(272,474 parameters\); the optimizer would get no parameter",
+                  r"Remove at least one module from frozen_modules"], 1, id="student-all-frozen"),
+    pytest.param(config_row(lambda c, ctx: c["train"]["student"].update(frozen_modules=["instance(Conv2d)",
+                                                                                        "instance(BatchNorm2d)",
+                                                                                        "fc"])),
+                 ConfigError, [r"train\.student\.frozen_modules: .*freeze every parameter of the student"], 1,
+                 id="student-all-frozen-by-class"),
+    pytest.param(config_row(_set(["train", "student", "requires_grad"], False)), ConfigError,
+                 [r"train\.student\.requires_grad: False freezes the whole student \(272,474 parameters\)",
+                  r"Set requires_grad: True"], 1, id="student-requires-grad-false"),
+    pytest.param(config_row(_offline), ConfigError,
+                 [r"models\.teacher_model\.kwargs\.pretrained: True needs the pretrained weights of 'resnet20', which "
+                  r"could not be downloaded \(URLError: <urlopen error \[Errno -3\] Temporary failure",
+                  r"Offline\? Fetch the file on a machine with network access, then set models\.teacher_model\."
+                  r"src_ckpt: '/path/to/weights\.pt' \(a local copy of the weights\) and pretrained: False"], 1,
+                 id="pretrained-weights-offline"),
+    pytest.param(config_row(lambda c, ctx: c.pop("train") and None), ConfigError,
+                 [r"^broken\.yaml: train: missing top-level section 'train'", r"Add it"], 1,
+                 id="missing-train-section"),
     # --- files, flags and run directories ---
     pytest.param(yaml_row("models: [resnet20\ntrain: {}\n"), ConfigError,
                  [r"broken\.yaml: line \d+, column \d+: invalid YAML", r"Fix the syntax there"], None,
@@ -509,8 +712,9 @@ ROWS = [
 
 
 @pytest.mark.parametrize(("action", "error", "patterns", "n_problems"), ROWS)
-def test_broken_input_gives_one_clear_error_and_loses_nothing(tmp_path, action, error, patterns, n_problems):
-    ctx = Ctx(tmp_path)
+def test_broken_input_gives_one_clear_error_and_loses_nothing(tmp_path, monkeypatch, action, error, patterns,
+                                                              n_problems):
+    ctx = Ctx(tmp_path, monkeypatch)
     call = action(ctx)
     before = ctx.snapshot()
     with pytest.raises(error) as info:
@@ -649,12 +853,14 @@ def test_broken_inputs_cli_check_on_a_bad_config_exits_2_and_creates_nothing(tmp
     assert "Traceback" not in bad.stderr and not fresh.exists()
 
 
-def run_main(ctx: Ctx, capsys, *, run_dir: Path, extra: tuple[str, ...] = ()) -> tuple[int, str]:
-    """The same entry point in this process (no interpreter start-up): exit code and stderr."""
+def run_main(ctx: Ctx, capsys, *, run_dir: Path, extra: tuple[str, ...] = (),
+             edit: Callable[[str], str] = lambda text: text) -> tuple[int, str]:
+    """The same entry point in this process (no interpreter start-up): exit code and stderr. ``edit`` breaks the
+    valid YAML text first."""
     from geokt_plugin.runner import main
 
     config = ctx.tmp / SOURCE
-    config.write_text(CLI_YAML.replace("HOOK", "layer2").replace("LOSS", "GeoKTDistanceLoss"))
+    config.write_text(edit(CLI_YAML.replace("HOOK", "layer2").replace("LOSS", "GeoKTDistanceLoss")))
     code = main(["--config", str(config), "--run-dir", str(run_dir), "--device", "cpu", *extra])
     return code, capsys.readouterr().err
 
@@ -676,4 +882,33 @@ def test_broken_inputs_cli_unfinished_run_dir_needs_a_flag(tmp_path, capsys):
     lines = error_lines(err)
     assert len(lines) == 1 and "--overwrite" in lines[0] and "--resume" in lines[0], err
     assert "Traceback" not in err
+    assert ctx.snapshot() == before
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    pytest.param(lambda t: t.replace("kwargs: {lr: 0.1}", "kwargs: {lr: 1e-3}"),
+                 "train.optimizer.kwargs.lr: '1e-3' is a string, not a number. Write 1.0e-3: YAML 1.1 reads 1e-3 "
+                 "without a dot as a string.", id="lr-exponent-without-dot"),
+    pytest.param(lambda t: t.replace("  num_epochs: 1\n", "  num_epochs: 1\n  log_freq: 5\n  num_epochs: 3\n"),
+                 "train.num_epochs: duplicate key 'num_epochs' at lines 10 and 12", id="duplicate-key"),
+    pytest.param(lambda t: t.replace("kwargs: {batch_size: 8}", "kwargs: {batch_size: 32, drop_last: True}"),
+                 "train.train_data_loader.kwargs.batch_size: 32 is larger than datasets.fmnist/train (16 samples) "
+                 "and drop_last is true, so every epoch would have zero steps", id="zero-steps-per-epoch"),
+    pytest.param(lambda t: t.replace("weight: 1.0", "weight: 1.0\n          criterion_wrapper: {}").replace(
+        "teacher_module_path: 'layer2'}", "teacher_module_path: 'layer2', reduction: 'none'}"),
+                 "train.criterion.kwargs.sub_terms.geo: gives a tensor of shape (2,) on one training batch, not a "
+                 "scalar", id="reduction-none"),
+    pytest.param(lambda t: t[:t.index("\ntrain:") + 1], "train: missing top-level section 'train'",
+                 id="no-train-section"),
+])
+def test_broken_inputs_cli_check_exits_2_with_the_message_and_keeps_the_run_dir(tmp_path, capsys, edit, expected):
+    """Through the CLI's entry point: ``--check`` and a run with ``--overwrite`` both stop with exit code 2."""
+    ctx = Ctx(tmp_path)
+    before = ctx.snapshot()
+    for extra in (("--check",), ("--overwrite",)):
+        code, err = run_main(ctx, capsys, run_dir=ctx.run_dir, extra=extra, edit=edit)
+        assert code == 2, err
+        lines = error_lines(err)
+        assert len(lines) == 1 and expected in lines[0], err
+        assert "Traceback" not in err and "KeyError" not in err
     assert ctx.snapshot() == before
