@@ -85,15 +85,36 @@ def sweep_run_dir(method: str, tag: str) -> Path:
     return RUNS / FMNIST.name / PAPER_KEY / "sweep" / f"{method}-resnet8_from_resnet20__{tag}" / f"seed{SWEEP_SEED}"
 
 
-def sweep_table() -> str:
-    """The sweep's result per method and setting, and the choice (highest final validation top-1)."""
+def _sweep_results_from_runs(method: str, tag: str) -> tuple[float | None, float | None]:
+    """(final, best) validation top-1 of one sweep setting from its run directory under runs/."""
+    run = RunDir(sweep_run_dir(method, tag))
+    vals = [float(r["val_acc"]) for r in read_metrics(run.metrics)] if run.metrics.is_file() else []
+    return (vals[-1] if vals and run.finished() else None), (max(vals) if vals else None)
+
+
+def _sweep_results_from_csv(runs_csv: Path) -> dict[str, tuple[float | None, float | None]]:
+    """``{config stem: (final, best)}`` from a ``geokt-compare`` runs.csv (finished runs only)."""
+    with runs_csv.open(newline="") as fh:
+        return {r["config"]: (float(r["final_val"]), float(r["best_val"])) for r in csv.DictReader(fh)
+                if r.get("finished") == "True"}
+
+
+def sweep_table(runs_csv: Path | None = None) -> str:
+    """The sweep's result per method and setting, and the choice (highest final validation top-1).
+
+    Args:
+        runs_csv: read the results from this ``geokt-compare`` runs.csv (the committed data) instead of runs/.
+    """
+    from_csv = _sweep_results_from_csv(runs_csv) if runs_csv is not None else None
     rows = ["| method | setting | final val top-1 | best val top-1 | chosen |", "|---|---|---:|---:|---|"]
     for method, settings in SWEEP.items():
         results = []
         for tag, _ in settings:
-            run = RunDir(sweep_run_dir(method, tag))
-            vals = [float(r["val_acc"]) for r in read_metrics(run.metrics)] if run.metrics.is_file() else []
-            results.append((tag, vals[-1] if vals and run.finished() else None, max(vals) if vals else None))
+            if from_csv is None:
+                final, top = _sweep_results_from_runs(method, tag)
+            else:
+                final, top = from_csv.get(f"{method}-resnet8_from_resnet20__{tag}", (None, None))
+            results.append((tag, final, top))
         done = [r for r in results if r[1] is not None]
         best = max(done, key=lambda r: r[1]) if len(done) == len(results) else None
         for tag, final, top in results:

@@ -41,7 +41,9 @@ def build_parser(prog: str = "python -m geokt_plugin.experiments") -> argparse.A
     p = sub.add_parser("configs", help="write configs/official (or --check them)")
     p.add_argument("--check", action="store_true")
     sub.add_parser("docs-table", help="print the docs/reproducing.md table of official configs")
-    sub.add_parser("sweep-table", help="print the sweep's results and choices (highest final val top-1)")
+    p = sub.add_parser("sweep-table", help="print the sweep's results and choices (highest final val top-1)")
+    p.add_argument("--runs-csv", type=Path, default=None,
+                   help="read a geokt-compare runs.csv (e.g. docs/results/sweep/runs.csv) instead of runs/")
     p = sub.add_parser("claims", help="print the per-claim verdicts from a geokt-compare results.csv")
     p.add_argument("results_csv", nargs="?", default="docs/results/fashion_mnist/results.csv")
     p.add_argument("--metric", choices=("test", "final_val", "best_val"), default="test")
@@ -61,7 +63,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "claims":
         print(claims_table(Path(args.results_csv), args.metric), end="")
     elif args.cmd == "sweep-table":
-        print(sweep_table(), end="")
+        print(sweep_table(args.runs_csv), end="")
     elif args.cmd == "docs-table":
         print(reproducing_table(), end="")
     elif args.cmd == "plan":

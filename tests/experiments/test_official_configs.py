@@ -126,3 +126,13 @@ def test_cifar10_students_load_torchdistills_released_instructors():
     teachers = [t for t in teachers if t is not None]
     assert teachers and all(t["kwargs"]["pretrained"] is True and "src_ckpt" not in t for t in teachers)
     assert {t["key"] for t in teachers} == {"resnet56", "wide_resnet40_4"}
+
+
+def test_docs_sweep_table_is_the_committed_sweep_data():
+    """docs/reproducing.md's sweep table is what the committed runs.csv gives, number for number."""
+    from geokt_plugin.experiments.claims import sweep_table
+
+    runs_csv = ROOT / "docs" / "results" / "sweep" / "runs.csv"
+    table = sweep_table(runs_csv)
+    assert "| geokt_nac | w300 | 75.90 | 75.90 | **yes** |" in table
+    assert table in (ROOT / "docs" / "reproducing.md").read_text()
