@@ -34,4 +34,5 @@ suite: setup data
 	bash scripts/run_fashion_mnist_suite.sh
 
 bench: setup
-	$(BIN)/python benchmarks/bench_step.py --device cpu
+	$(BIN)/python benchmarks/bench_step.py --device cpu --threads 2 --out benchmarks/results/step_cpu_2threads_compiled.json
+	$(BIN)/python benchmarks/bench_step.py --device cpu --pair quickstart --batch-size 64 --threads 2 --out benchmarks/results/step_quickstart_cpu_2threads.json

@@ -82,8 +82,14 @@ def interleaved_times(
     repeats: int,
     warmup: int = 2,
     device: torch.device | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each variant, measured round-robin so that load changes hit every variant alike."""
+    """Seconds per call of each variant, measured round-robin so that load changes hit every variant alike.
+
+    ``clock``: wall time by default; ``time.process_time`` counts this process's CPU seconds instead, which on a
+    machine shared with other jobs excludes the time the process waited for a core (use it with one thread: with
+    more, OpenMP's spin-waiting is counted too).
+    """
     device = device or torch.device("cpu")
     for _ in range(warmup):
         for fn in variants.values():
@@ -96,10 +102,10 @@ def interleaved_times(
         names = names[r % len(names):] + names[: r % len(names)]
         for name in names:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             variants[name]()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

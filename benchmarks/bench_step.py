@@ -1,4 +1,5 @@
-"""One full distillation training step per method, resnet56 -> resnet20 on CIFAR-shaped input, as ratios to KD.
+"""One full distillation training step per method, as ratios to KD: resnet56 -> resnet20 on CIFAR-shaped input, or
+the quick-start pair resnet20 -> resnet8 on Fashion-MNIST-shaped input (``--pair quickstart``).
 
 A step is: instructor forward under ``no_grad`` (not for CE), student forward, the criterion, backward, SGD step.
 Every method is built the way a user builds it: torchdistill's ``WeightedSumLoss`` from a ``sub_terms`` config
@@ -6,6 +7,11 @@ Every method is built the way a user builds it: torchdistill's ``WeightedSumLoss
 features collected by torchdistill's ``ForwardHookManager``. Each method has its own copy of the two networks (same
 initial weights) so hooks never overlap. All methods run in one process, interleaved round-robin; the table shows
 medians and ratios to the KD step measured in the same rounds.
+
+Each GeoKT method runs twice, as ``GeoKT-<loss>+KD`` on the eager kernel and ``... compiled`` on the compiled path
+(``geokt_plugin.losses.compiled``; both in the same rounds). The first step of every method is timed on its own
+before the warm-up (for a compiled method it includes the compilation), and the compile seconds per block function
+are reported.
 
 Memory (deterministic, measured once per method outside the timed rounds):
 
@@ -17,6 +23,7 @@ Memory (deterministic, measured once per method outside the timed rounds):
 Usage::
 
     python benchmarks/bench_step.py --device cpu --batch-size 32 --repeats 15 --out benchmarks/results/step_cpu.json
+    python benchmarks/bench_step.py --pair quickstart --batch-size 64 --out benchmarks/results/step_quickstart.json
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import copy
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,11 +47,22 @@ from torchdistill.losses.registry import get_high_level_loss  # noqa: E402
 from torchdistill.models.classification.resnet import resnet20, resnet56  # noqa: E402
 
 import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
-from geokt_plugin.losses import LOSS_SPECS  # noqa: E402
+from geokt_plugin.losses import LOSS_SPECS, compiled  # noqa: E402
+from geokt_plugin.model_zoo import GeoKTCifarResNet  # noqa: E402
 
-# The GeoKT layer pairs: the 32x32 stage sampled to 256 positions, the 16x16 and 8x8 stages exact.
+# The GeoKT layer pairs: the 32x32 stage sampled (256 positions; the quick start's config samples 128), the 16x16
+# and 8x8 stages exact.
 GEO_PAIRS = {"layer1": 256, "layer2": None, "layer3": None}
 GEO_KEYS = {name: spec.key for name, spec in LOSS_SPECS.items()}
+# name -> (instructor, student, input builder, layer1 max_points)
+PAIRS: dict[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module], Callable[[int], Tensor], int]] = {
+    "resnet56-resnet20": (lambda: resnet56(num_classes=10), lambda: resnet20(num_classes=10),
+                          lambda b: torch.randn(b, 3, 32, 32), 256),
+    # The quick start: 1x28x28 Fashion-MNIST images padded to 32x32 and repeated to 3 channels (geokt_plugin.data).
+    "quickstart": (lambda: resnet20(num_classes=10), lambda: GeoKTCifarResNet(8, num_classes=10),
+                   lambda b: torch.nn.functional.pad(torch.randn(b, 1, 28, 28), (2, 2, 2, 2)).expand(-1, 3, -1, -1)
+                   .contiguous(), 128),
+}
 
 
 def ce_term() -> dict[str, Any]:
@@ -66,9 +85,9 @@ def kd_term() -> dict[str, Any]:
     return {"criterion": {"key": "KDLoss", "kwargs": kwargs}, "weight": 1.0}
 
 
-def geo_terms(kind: str, chunk_size: int | None) -> dict[str, Any]:
+def geo_terms(kind: str, chunk_size: int | None, layer1_points: int) -> dict[str, Any]:
     terms = {}
-    for layer, max_points in GEO_PAIRS.items():
+    for layer, max_points in {**GEO_PAIRS, "layer1": layer1_points}.items():
         kwargs = {"student_module_path": layer, "teacher_module_path": layer, "max_points": max_points}
         if chunk_size is not None:
             kwargs["chunk_size"] = chunk_size
@@ -98,7 +117,7 @@ def hint_term() -> dict[str, Any]:
     }
 
 
-def method_specs(chunk_size: int | None) -> dict[str, dict[str, Any]]:
+def method_specs(chunk_size: int | None, layer1_points: int = 256) -> dict[str, dict[str, Any]]:
     """name -> sub_terms, whether the instructor runs, hooked layers, and whether a hint adapter exists."""
     layers = list(GEO_PAIRS)
     specs: dict[str, dict[str, Any]] = {
@@ -109,10 +128,9 @@ def method_specs(chunk_size: int | None) -> dict[str, dict[str, Any]]:
                     "hint": True},
     }
     for kind in GEO_KEYS:
-        specs[f"GeoKT-{kind}"] = {"terms": {"ce": ce_term(), **geo_terms(kind, chunk_size)}, "teacher": True,
-                                  "hooks": layers}
-    specs["GeoKT-rank+KD"] = {"terms": {"kd": kd_term(), **geo_terms("rank", chunk_size)}, "teacher": True,
-                              "hooks": layers}
+        for path in ("", " compiled"):
+            specs[f"GeoKT-{kind}+KD{path}"] = {"terms": {"kd": kd_term(), **geo_terms(kind, chunk_size, layer1_points)},
+                                               "teacher": True, "hooks": layers, "compiled": bool(path)}
     return specs
 
 
@@ -122,6 +140,7 @@ class Method:
     def __init__(self, name: str, spec: dict[str, Any], student: nn.Module, teacher: nn.Module,
                  device: torch.device, batch: tuple[Tensor, Tensor]) -> None:
         self.name = name
+        self.compiled = spec.get("compiled", False)
         self.student = copy.deepcopy(student).to(device).train()
         self.teacher = copy.deepcopy(teacher).to(device).eval() if spec["teacher"] else None
         self.hint = nn.Conv2d(32, 32, kernel_size=1).to(device) if spec.get("hint") else None
@@ -157,6 +176,7 @@ class Method:
         return self.criterion({"student": s_io, "teacher": t_io}, {}, self.y)
 
     def step(self) -> float:
+        compiled.set_compile(self.compiled)  # each method runs its own path, in the same rounds as the others
         loss = self.forward_loss()
         loss.backward()
         self.optimizer.step()
@@ -173,10 +193,38 @@ class Method:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def saved_bytes(self) -> int:
+        compiled.set_compile(self.compiled)
         params = [p for m in (self.student, self.teacher, self.hint) if m is not None for p in m.parameters()]
         loss, nbytes = C.saved_tensor_bytes(self.forward_loss, exclude=params + [self.x])
         loss.backward()
         return nbytes
+
+
+def first_steps(methods: dict[str, Method]) -> dict[str, float]:
+    """Seconds of each method's first step (a compiled method's includes its compilation), in method order."""
+    first = {}
+    for name, m in methods.items():
+        start = time.perf_counter()
+        m.step()
+        first[name] = time.perf_counter() - start
+    return first
+
+
+def result_rows(methods: dict[str, Method], times: dict[str, list[float]], first: dict[str, float],
+                device: torch.device) -> list[dict[str, Any]]:
+    """One row per method: medians, spread, ratios to KD, memory, first-step seconds."""
+    rows = []
+    for name, m in methods.items():
+        peak = m.persistent_bytes() + C.peak_bytes(m.step, device)
+        spread = sorted(times[name])
+        rows.append({"method": name, "time_ms": 1e3 * C.median(times[name]), "first_step_s": first[name],
+                     "iqr_ms": 1e3 * (spread[(3 * len(spread)) // 4] - spread[len(spread) // 4]),
+                     "saved_MiB": m.saved_bytes() / C.MiB, "peak_MiB": peak / C.MiB})
+    base = next((r for r in rows if r["method"] == "KD"), rows[0])
+    for row in rows:
+        row["time_x_kd"] = row["time_ms"] / base["time_ms"]
+        row["peak_x_kd"] = row["peak_MiB"] / base["peak_MiB"]
+    return rows
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,35 +232,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    student, teacher = resnet20(num_classes=10), resnet56(num_classes=10)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    make_teacher, make_student, make_input, layer1_points = PAIRS[args.pair]
+    student, teacher = make_student(), make_teacher()
+    x = make_input(args.batch_size).to(device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     env_before = C.environment(device)
     methods = {name: Method(name, spec, student, teacher, device, (x, y))
-               for name, spec in method_specs(args.chunk_size).items() if not args.only or name in args.only}
-    print(f"# bench_step: resnet56 -> resnet20, batch {args.batch_size}, {device}, "
-          f"{torch.get_num_threads()} threads, loadavg {env_before['loadavg']}")
+               for name, spec in method_specs(args.chunk_size, layer1_points).items()
+               if not args.only or name in args.only}
+    print(f"# bench_step: {args.pair}, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads, "
+          f"loadavg {env_before['loadavg']}", flush=True)
+    first = first_steps(methods)
     steps: dict[str, Callable[[], Any]] = {name: m.step for name, m in methods.items()}
-    times = C.interleaved_times(steps, repeats=args.repeats, warmup=args.warmup, device=device)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    times = C.interleaved_times(steps, repeats=args.repeats, warmup=args.warmup, device=device, clock=clock)
     env_after = C.environment(device)
-    rows = []
-    for name, m in methods.items():
-        peak = m.persistent_bytes() + C.peak_bytes(m.step, device)
-        rows.append({"method": name, "time_ms": 1e3 * C.median(times[name]),
-                     "saved_MiB": m.saved_bytes() / C.MiB, "peak_MiB": peak / C.MiB})
-    base = next((r for r in rows if r["method"] == "KD"), rows[0])
-    for row in rows:
-        row["time_x_kd"] = row["time_ms"] / base["time_ms"]
-        row["peak_x_kd"] = row["peak_MiB"] / base["peak_MiB"]
-        spread = sorted(times[row["method"]])
-        row["iqr_ms"] = 1e3 * (spread[(3 * len(spread)) // 4] - spread[len(spread) // 4])
+    rows = result_rows(methods, times, first, device)
     table = C.markdown_table(rows, [("method", "method"), ("time_ms", "median ms"), ("iqr_ms", "IQR ms"),
-                                    ("time_x_kd", "time / KD"), ("saved_MiB", "saved MiB"),
-                                    ("peak_MiB", "peak MiB"), ("peak_x_kd", "peak / KD")])
+                                    ("time_x_kd", "time / KD"), ("first_step_s", "first step s"),
+                                    ("saved_MiB", "saved MiB"), ("peak_MiB", "peak MiB"), ("peak_x_kd", "peak / KD")])
+    report = compiled.compile_report()
     print(table)
+    print(f"compile seconds per block function: {report}")
     print(f"loadavg before {env_before['loadavg']}, after {env_after['loadavg']}")
     payload = {"benchmark": "bench_step", "args": vars(args), "env_before": env_before, "env_after": env_after,
-               "geo_pairs": GEO_PAIRS, "rows": rows, "times_s": times, "table": table}
+               "geo_pairs": {**GEO_PAIRS, "layer1": layer1_points}, "rows": rows, "times_s": times,
+               "compile": report, "table": table}
     C.write_json(args.out, payload)
     return payload
 
@@ -220,12 +265,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--pair", choices=list(PAIRS), default="resnet56-resnet20",
+                        help="instructor-student pair (quickstart: resnet20 -> resnet8 on 1x28x28 padded inputs)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (medians are reported)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or this process's CPU seconds (robust to a shared machine; one thread)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--chunk-size", type=int, default=None, help="GeoKT chunk_size (default: automatic)")
-    parser.add_argument("--only", nargs="*", default=None, help="subset of methods (KD is always useful)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="subset of methods, e.g. KD 'GeoKT-rank+KD' 'GeoKT-rank+KD compiled'")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     run(parser.parse_args(argv))
 

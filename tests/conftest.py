@@ -6,6 +6,8 @@ from here (``randn``, ``pair``, ``tol``, ``TOLERANCES``, ``LargestTensorSpy``, t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -29,6 +31,7 @@ __all__ = [
 # The tests use tiny tensors: intra-op threads only add synchronisation, and on a shared 2-core machine OpenMP's
 # spin-waiting made a 1 ms loss call cost ~17 ms of CPU. One thread keeps the suite fast and its timings stable.
 torch.set_num_threads(1)
+os.environ.setdefault("GEOKT_COMPILE", "0")  # eager losses: compile time stays out of the suite (subprocesses too)
 
 # Views of the LossSpec table, under the names older tests import.
 LOSS_NAMES = tuple(LOSS_SPECS)

@@ -9,8 +9,8 @@ model's classes, a loss that is NaN on real data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -54,20 +54,11 @@ def exercise_criterion(ctx: CheckContext, sp: str, stage: Mapping, roles: list[C
             _evaluate(ctx, f"{sp}.criterion.kwargs.sub_terms.{name}", term, io_dicts, targets, finite_data)
 
 
-@contextmanager
-def _eager_losses() -> Iterator[None]:
+def _eager_losses() -> AbstractContextManager[None]:
     """The GeoKT losses' compiled path off for one evaluation: compiling a kernel takes far longer than the check."""
-    try:
-        from ..losses import compiled
-    except ImportError:  # a losses package without a compiled path
-        yield
-        return
-    previous = getattr(compiled, "_switch", None)  # set_compile's current value (None: automatic)
-    compiled.set_compile(False)
-    try:
-        yield
-    finally:
-        compiled.set_compile(previous)
+    from ..losses.compiled import eager
+
+    return eager()
 
 
 def _head(value: Any) -> Any:

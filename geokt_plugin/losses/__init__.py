@@ -3,11 +3,13 @@
 Layout: ``checks`` (argument checks), ``geometry`` (point sets, distances), ``kernel`` (the row-blocked fused
 autograd kernel every loss runs on), ``base`` (the shared module base), ``distance`` / ``neighbor_kl`` /
 ``neighbor_rank`` / ``neighborhood_contrast`` (the losses; ``tree``: the last one's instructor graph), ``spec`` (the
-:class:`LossSpec` table). The definitions are in docs/losses.md.
+:class:`LossSpec` table), ``compiled`` (the compiled path of the per-block work and its switch).
+The definitions are in docs/losses.md.
 Importing this package registers the ``GeoKT*`` keys in torchdistill's registry.
 """
 
 from .base import GeoKTLoss
+from .compiled import compile_report, set_compile
 from .distance import GeoKTDistanceLoss, local_distance_loss
 from .kernel import BlockLoss, Blocks
 from .neighbor_kl import GeoKTNeighborKLLoss, neighbor_kl_loss
@@ -30,5 +32,7 @@ __all__ = [
     "neighbor_kl_loss",
     "neighbor_rank_loss",
     "neighborhood_contrast_loss",
+    "compile_report",
     "register_loss_spec",
+    "set_compile",
 ]

@@ -124,10 +124,15 @@ def reject_unknown(owner: str, names: Iterable[str]) -> None:
 
 
 def check_feature_maps(owner: str, student: Tensor, teacher: Tensor, *, scope: str) -> None:
-    """Raise unless both maps are floating-point ``(B, C, H, W)`` tensors that align to sets of >= 2 points."""
+    """Raise unless both maps are dense, floating-point ``(B, C, H, W)`` tensors that align to sets of >= 2 points."""
     for role, x in (("student", student), ("teacher", teacher)):
         if not isinstance(x, Tensor):
             raise TypeError(f"{owner}: the {role} feature map must be a torch.Tensor, got {type(x).__name__}.")
+        if x.layout != torch.strided:
+            raise TypeError(
+                f"{owner}: the {role} feature map is a {x.layout} tensor (shape {tuple(x.shape)}); the losses need a "
+                "dense (torch.strided) tensor. Call .to_dense() on it first."
+            )
     if student.dim() != 4 or teacher.dim() != 4:
         raise ValueError(
             f"{owner}: expected 4-D feature maps (B, C, H, W), got student {tuple(student.shape)} and teacher "
@@ -142,6 +147,8 @@ def check_feature_maps(owner: str, student: Tensor, teacher: Tensor, *, scope: s
         raise TypeError(
             f"{owner}: feature maps must be floating point, got student {student.dtype} and teacher {teacher.dtype}."
         )
+    for role, x in (("student", student), ("teacher", teacher)):
+        _check_map_contents(owner, role, x)
     B = student.shape[0]
     H = min(student.shape[2], teacher.shape[2])
     W = min(student.shape[3], teacher.shape[3])
@@ -151,6 +158,19 @@ def check_feature_maps(owner: str, student: Tensor, teacher: Tensor, *, scope: s
             f"{tuple(teacher.shape)} align to {H}x{W} positions (scope={scope!r}, batch {B}). Hook an earlier layer "
             "with a larger feature map, or use scope 'batch'."
         )
+
+
+def _check_map_contents(owner: str, role: str, x: Tensor) -> None:
+    """Raise for a map with no data: on the meta device, an empty batch or no channels."""
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{owner}: the {role} feature map is on the meta device (shape {tuple(x.shape)}, no data); pass a tensor "
+            "on a real device (cpu, cuda)."
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{owner}: {role} has batch size 0 (shape {tuple(x.shape)}); a feature map needs B >= 1.")
+    if x.shape[1] == 0:
+        raise ValueError(f"{owner}: {role} has 0 channels (shape {tuple(x.shape)}); a feature map needs C >= 1.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

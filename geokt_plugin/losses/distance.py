@@ -5,6 +5,7 @@ The math is in docs/losses.md (``GeoKTDistanceLoss``).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -14,8 +15,20 @@ from torch import Tensor
 from ..registry import register_mid_level_loss
 from .base import GeoKTLoss
 from .checks import check_neighbors
+from .compiled import block_function
 from .geometry import DIST_EPS, knn
-from .kernel import BlockLoss, Blocks, block_diag, geometric_loss, inv_distances
+from .kernel import (
+    BlockLoss,
+    Blocks,
+    Side,
+    block_distances,
+    fill_diag,
+    geometric_loss,
+    inv_distances,
+    pair_grad,
+    scale_grad,
+    sq_block,
+)
 
 __all__ = ["GeoKTDistanceLoss", "local_distance_loss"]
 
@@ -26,6 +39,50 @@ def _huber_parts(u: Tensor) -> tuple[Tensor, Tensor]:
     return hp * (u - 0.5 * hp), hp
 
 
+@block_function(cpu_auto=True)  # the same shape of work as the KL block
+def _all_pairs_block(s: Side, t: Side, scale_s: Tensor, scale_t: Tensor, start: int, need_grad: bool) -> tuple:
+    """``(value, dL/ds, pair_grad parts, ds/dx_rows)`` of one row block on every pair (``None`` without grad)."""
+    x_rows, _, x_all, _ = s
+    n, sc_s, sc_t = x_all.shape[1], scale_s[:, None, None], scale_t[:, None, None]
+    q_s = sq_block(s)
+    negative = q_s < 0 if need_grad else None
+    d_s = q_s.clamp_min_(0.0).add_(DIST_EPS).sqrt_()
+    d_t = sq_block(t).clamp_min_(0.0).add_(DIST_EPS).sqrt_()
+    u = d_s / sc_s - d_t.div_(sc_t)
+    u = fill_diag(u, start, 0.0)
+    del d_t
+    err, hp = _huber_parts(u)
+    value = err.sum((1, 2)) / (n * (n - 1))
+    if not need_grad:
+        return value, None, None, None
+    d_s = fill_diag(d_s, start, 0.0)
+    dscale = -(hp * d_s).sum((1, 2)) / (n * (n - 1)) / scale_s.pow(2)
+    w = inv_distances(d_s, negative, start)
+    vdir = scale_grad(w, x_rows, x_all)
+    return value, dscale, pair_grad(hp.mul_(w).mul_(0.5 / (n * (n - 1)) / sc_s), x_rows, x_all), vdir
+
+
+# Gathers, scatters and topk stay outside the compiled functions: inductor's CPU loops around them do not vectorise.
+
+
+@block_function
+def _knn_distances(s: Side, t: Side, start: int, need_grad: bool) -> tuple:
+    """First kNN pass of a row block, all but the gathers: ``(D_t, sum D_t, D_s, sum D_s, [Q_s < 0], ds/dx_rows)``.
+
+    ``D_t`` has ``+inf`` on the diagonal (ready for the kNN), ``D_s`` zero.
+    """
+    x_rows, _, x_all, _ = s
+    d_t = block_distances(t, start)
+    sum_t = d_t.sum((1, 2))
+    d_t = fill_diag(d_t, start, math.inf)
+    q_s = sq_block(s)
+    negative = q_s < 0
+    d_s = q_s.clamp_min_(0.0).add_(DIST_EPS).sqrt_()
+    d_s = fill_diag(d_s, start, 0.0)
+    vdir = scale_grad(inv_distances(d_s, negative, start), x_rows, x_all) if need_grad else None
+    return d_t, sum_t, d_s, d_s.sum((1, 2)), negative, vdir
+
+
 class _DistanceAllPairs(BlockLoss):
     """Every pair ``j != i``: scales first, then one pass with values and gradients."""
 
@@ -34,21 +91,10 @@ class _DistanceAllPairs(BlockLoss):
         self.scale_t = self.blocks.scales(self.blocks.aug_t)
 
     def block(self, sets: slice, rows: slice) -> None:
-        k, n = self.blocks, self.blocks.n
-        sc_s, sc_t = self.scale_s[sets, None, None], self.scale_t[sets, None, None]
-        a_s, negative, a_t = k.clamped_pair(sets, rows)
-        d_s, d_t = a_s.sqrt_(), a_t.sqrt_()
-        u = d_s / sc_s - d_t.div_(sc_t)
-        block_diag(u, rows).zero_()
-        del d_t, a_t
-        err, hp = _huber_parts(u)
-        k.value[sets] += err.sum((1, 2)) / (n * (n - 1))
-        if k.need_grad:
-            block_diag(d_s, rows).zero_()
-            k.dscale[sets] += -(hp * d_s).sum((1, 2)) / (n * (n - 1)) / sc_s.view(-1).pow(2)
-            w = inv_distances(d_s, negative, rows)
-            k.add_scale_grad(sets, rows, w)
-            k.add_pair_grad(sets, rows, hp.mul_(w).mul_(0.5 / (n * (n - 1)) / sc_s))
+        b = self.blocks
+        s, t = b.side(b.aug_s, sets, rows), b.side(b.aug_t, sets, rows)
+        b.add(sets, rows, *b.call(_all_pairs_block, s, t, self.scale_s[sets], self.scale_t[sets], rows.start,
+                                  b.need_grad))
 
 
 class _DistanceKNN(BlockLoss):
@@ -68,22 +114,15 @@ class _DistanceKNN(BlockLoss):
 
     def block(self, sets: slice, rows: slice) -> None:
         b = self.blocks
-        d_t = b.distances(b.aug_t, sets, rows)
-        self.sum_t[sets] += d_t.sum((1, 2))
-        block_diag(d_t, rows).fill_(float("inf"))
+        s, t = b.side(b.aug_s, sets, rows), b.side(b.aug_t, sets, rows)
+        d_t, sum_t, d_s, sum_s, negative, vdir = b.call(_knn_distances, s, t, rows.start, b.need_grad)
         nb = knn(d_t, self.k)
+        self.sum_t[sets] += sum_t
+        self.sum_s[sets] += sum_s
         self.idx[sets, rows] = nb
-        self.d_t_nb[sets, rows] = d_t.gather(2, nb)
-        del d_t
-        q_s = b.sq(b.aug_s, sets, rows)
-        negative = q_s < 0 if b.need_grad else None
-        self.neg_nb[sets, rows] = q_s.gather(2, nb) < 0
-        d_s = q_s.clamp_min_(0.0).add_(DIST_EPS).sqrt_()
-        block_diag(d_s, rows).zero_()
-        self.sum_s[sets] += d_s.sum((1, 2))
-        self.d_s_nb[sets, rows] = d_s.gather(2, nb)
-        if b.need_grad:
-            b.add_scale_grad(sets, rows, inv_distances(d_s, negative, rows))
+        self.d_t_nb[sets, rows], self.d_s_nb[sets, rows] = d_t.gather(2, nb), d_s.gather(2, nb)
+        self.neg_nb[sets, rows] = negative.gather(2, nb)
+        b.add(sets, rows, None, vdir=vdir)
 
     def finish(self) -> None:
         b, nk = self.blocks, self.blocks.n * self.k
@@ -97,7 +136,7 @@ class _DistanceKNN(BlockLoss):
             self.c_nb = (hp / (scale_s * nk * 2.0 * self.d_s_nb)).masked_fill_(self.neg_nb, 0.0)
 
     def grad_block(self, sets: slice, rows: slice) -> None:
-        # Scatter the k weights of each row into a dense block: two bmm beat gathers.
+        # Scatter the k weights of each row into a dense block: two bmm beat gathers (eager: see _knn_distances).
         b = self.blocks
         c = b.s.new_zeros(sets.stop - sets.start, rows.stop - rows.start, b.n)
         b.add_pair_grad(sets, rows, c.scatter_(2, self.idx[sets, rows], self.c_nb[sets, rows]))

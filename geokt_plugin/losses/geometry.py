@@ -134,17 +134,17 @@ def knn(d: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` smallest entries of each row of ``d`` (``(b, r, n)``, >= 0, diagonal already ``+inf``).
 
     CPU ``topk`` costs about as much per row as a dozen elementwise passes, so it runs on integer keys (the bit
-    patterns of non-negative floats sort like the floats, and integer compares are cheaper) and long rows go in two
-    exact stages: rows are cut into groups of ``g`` columns; the ``k`` groups with the smallest minima hold every
-    one of the ``k`` smallest entries (a group holding one of them has a minimum no larger than the k-th smallest
-    value), and a second ``topk`` picks among those ``k * g`` candidates. Ties may be broken differently from a
-    single ``topk``; docs/losses.md does not order ties.
+    patterns of non-negative floats sort like the floats, and integer compares are cheaper) and long rows (up to 512
+    columns) go in two exact stages: rows are cut into groups of ``g`` columns; the ``k`` groups with the smallest
+    minima hold every one of the ``k`` smallest entries (a group holding one of them has a minimum no larger than the
+    k-th smallest value), and a second ``topk`` picks among those ``k * g`` candidates. Ties may be broken
+    differently from a single ``topk``; docs/losses.md does not order ties.
     """
     b, r, n = d.shape
     keys = d.contiguous().view(torch.int32 if d.dtype == torch.float32 else torch.int64) if d.is_floating_point() \
         and d.dtype in (torch.float32, torch.float64) else d
     g = 8 if n >= 32 * k else 4
-    if n % g or n < 4 * k * g:
+    if n % g or n < 4 * k * g or n > 512:  # longer rows: one topk measured faster (benchmarks/bench_knn.py)
         return keys.topk(k, dim=-1, largest=False, sorted=False).indices
     rows = b * r
     groups = keys.view(rows * (n // g), g)

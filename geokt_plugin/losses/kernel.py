@@ -19,6 +19,7 @@ derivative of exactly the forward computation (same expansion, same clamp, same 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,13 +28,27 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .checks import check_chunk_size, check_common
+from .compiled import block_function
 from .geometry import DIST_EPS, SCALE_EPS, point_sets, reduce, rescale_overflowing
 
-__all__ = ["BlockLoss", "Blocks", "block_diag", "geometric_loss", "inv_distances", "set_values"]
+__all__ = [
+    "BlockLoss",
+    "Blocks",
+    "block_diag",
+    "block_distances",
+    "fill_diag",
+    "geometric_loss",
+    "inv_distances",
+    "pair_grad",
+    "scale_grad",
+    "set_values",
+    "sq_block",
+]
 
 AUTO_BLOCK_ENTRIES = 1 << 18  # distance entries per block when chunk_size is None: 1 MiB per fp32 matrix
 
 Augmented = tuple[Tensor, Tensor]  # (points, squared norms)
+Side = tuple[Tensor, Tensor, Tensor, Tensor]  # one network on a row block: rows, their norms, all points, norms
 Block = tuple[slice, slice]  # (sets, set-local rows)
 
 
@@ -50,16 +65,58 @@ def row_blocks(num_sets: int, n: int, chunk_size: int | None) -> list[Block]:
     return [(slice(a, a + 1), slice(r, min(r + rows, n))) for a in range(num_sets) for r in range(0, n, rows)]
 
 
-def block_diag(m: Tensor, rows: slice) -> Tensor:
-    """View of the entries ``(i, i)`` of a row block starting at set-local row ``rows.start``."""
-    return m.diagonal(offset=rows.start, dim1=1, dim2=2)
+def block_diag(m: Tensor, start: int | slice) -> Tensor:
+    """View of the entries ``(i, i)`` of a row block whose first row is set-local row ``start`` (or ``rows.start``)."""
+    return m.diagonal(offset=start.start if isinstance(start, slice) else start, dim1=1, dim2=2)
 
 
-def inv_distances(d: Tensor, negative: Tensor, rows: slice) -> Tensor:
+def fill_diag(m: Tensor, start: int, value: float) -> Tensor:
+    """``m`` with its block diagonal (see :func:`block_diag`) set to ``value``: in place when eager; compiled, as a
+    mask the compiler fuses into the producer (an in-place diagonal write would cost it a full extra pass)."""
+    if torch.compiler.is_compiling():
+        rows = torch.arange(m.shape[1], device=m.device).unsqueeze(1) + start
+        return torch.where(rows == torch.arange(m.shape[2], device=m.device), value, m)
+    block_diag(m, start).fill_(value)
+    return m
+
+
+# Pure per-block helpers: the losses' block functions (compiled or eager, see .compiled) are built from these.
+
+
+def sq_block(side: Side) -> Tensor:
+    """Unclamped squared distances ``(b, r, n)`` of a block's rows to every point of their sets: one fused bmm."""
+    x_rows, sq_rows, x_all, sq_all = side
+    q = torch.baddbmm(sq_rows.unsqueeze(2), x_rows, x_all.transpose(1, 2), alpha=-2.0)
+    return q.add_(sq_all.unsqueeze(1))
+
+
+def block_distances(side: Side, start: int) -> Tensor:
+    """``D = sqrt(max(Q, 0) + eps)`` of a row block, with the diagonal set to 0."""
+    return fill_diag(sq_block(side).clamp_min_(0.0).add_(DIST_EPS).sqrt_(), start, 0.0)
+
+
+def inv_distances(d: Tensor, negative: Tensor, start: int) -> Tensor:
     """``W = [Q >= 0] / D`` with a zero diagonal (``d`` has a zero diagonal, so its reciprocal is inf there)."""
-    w = d.reciprocal().masked_fill_(negative, 0.0)
-    block_diag(w, rows).zero_()
-    return w
+    return fill_diag(d.reciprocal().masked_fill_(negative, 0.0), start, 0.0)
+
+
+def pair_grad(c: Tensor, x_rows: Tensor, x_all: Tensor) -> tuple[Tensor, Tensor]:
+    """``d/dx sum_ij c_ij Q_ij`` of a row block, as ``(rows' part, all points' part)`` (``c``: zero diagonal)."""
+    rows_part = (c.sum(2, keepdim=True) * x_rows - torch.bmm(c, x_all)).mul_(2.0)
+    all_part = (c.sum(1).unsqueeze(-1) * x_all - torch.bmm(c.transpose(1, 2), x_rows)).mul_(2.0)
+    return rows_part, all_part
+
+
+def scale_grad(w: Tensor, x_rows: Tensor, x_all: Tensor) -> Tensor:
+    """``ds/dx_rows`` of a row block given ``w = [Q >= 0] / D`` on it (zero diagonal)."""
+    n = x_all.shape[1]
+    return (w.sum(2, keepdim=True) * x_rows - torch.bmm(w, x_all)).mul_(2.0 / (n * (n - 1)))
+
+
+@block_function(cpu_auto=True)
+def _distance_sums(side: Side, start: int) -> Tensor:
+    """Per-set sums of a row block's off-diagonal distances."""
+    return block_distances(side, start).sum((1, 2))
 
 
 class Blocks:
@@ -70,7 +127,8 @@ class Blocks:
         blocks: the ``(sets, rows)`` blocks, in order.
         need_grad: whether gradients are wanted (otherwise ``grad`` and ``vdir`` are ``None``).
         value: ``(S,)`` per-set values. dscale: ``(S,)`` ``dL/ds`` of the student's scale.
-        grad: the direct part of ``dL/dx`` (through ``add_pair_grad``). vdir: ``ds/dx`` (through ``add_scale_grad``).
+        grad: the direct part of ``dL/dx``. vdir: ``ds/dx``. Both through :meth:`add`.
+        device: the points' device type, for :func:`~geokt_plugin.losses.compiled.block_function` calls.
     """
 
     def __init__(self, s: Tensor, t: Tensor, chunk_size: int | None, need_grad: bool) -> None:
@@ -78,6 +136,7 @@ class Blocks:
         self.num_sets, self.n = s.shape[0], s.shape[1]
         self.blocks = row_blocks(self.num_sets, self.n, chunk_size)
         self.need_grad = need_grad
+        self.device = s.device.type
         self.aug_s: Augmented = (s, s.pow(2).sum(-1))
         self.aug_t: Augmented = (t, t.pow(2).sum(-1))
         self.value = s.new_zeros(self.num_sets)
@@ -86,49 +145,62 @@ class Blocks:
         self.vdir = torch.zeros_like(s) if need_grad else None
 
     @staticmethod
-    def sq(aug: Augmented, sets: slice, rows: slice) -> Tensor:
-        """Unclamped squared distances ``(b, r, n)`` of a row block to every point of its sets: one fused bmm."""
+    def side(aug: Augmented, sets: slice, rows: slice) -> Side:
+        """``(x_rows, |x_rows|^2, x_all, |x_all|^2)`` of one network on a row block: a block function's input."""
         x, sq = aug
-        q = torch.baddbmm(sq[sets, rows].unsqueeze(2), x[sets, rows], x[sets].transpose(1, 2), alpha=-2.0)
-        return q.add_(sq[sets].unsqueeze(1))
+        return x[sets, rows], sq[sets, rows], x[sets], sq[sets]
+
+    def sq(self, aug: Augmented, sets: slice, rows: slice) -> Tensor:
+        """Unclamped squared distances ``(b, r, n)`` of a row block to every point of its sets."""
+        return sq_block(self.side(aug, sets, rows))
 
     def distances(self, aug: Augmented, sets: slice, rows: slice) -> Tensor:
         """``D = sqrt(max(Q, 0) + eps)`` of a row block, with the diagonal set to 0."""
-        d = self.sq(aug, sets, rows).clamp_min_(0.0).add_(DIST_EPS).sqrt_()
-        block_diag(d, rows).zero_()
-        return d
+        return block_distances(self.side(aug, sets, rows), rows.start)
 
     def clamped_pair(self, sets: slice, rows: slice) -> tuple[Tensor, Tensor | None, Tensor]:
         """``(A_s, [Q_s < 0], A_t)`` of a row block, ``A = max(Q, 0) + eps = D^2``; the mask only with gradients."""
         q_s = self.sq(self.aug_s, sets, rows)
         negative = q_s < 0 if self.need_grad else None
         a_s = q_s.clamp_min_(0.0).add_(DIST_EPS)
-        a_t = self.sq(self.aug_t, sets, rows).clamp_min_(0.0).add_(DIST_EPS)
-        return a_s, negative, a_t
+        return a_s, negative, self.sq(self.aug_t, sets, rows).clamp_min_(0.0).add_(DIST_EPS)
+
+    def add_pair_grad(self, sets: slice, rows: slice, c: Tensor) -> None:
+        """``grad += d/dx sum_ij c_ij Q_ij`` for a row block (``c``: ``(b, r, n)``, zero diagonal, any symmetry)."""
+        self.add(sets, rows, None, grad=pair_grad(c, self.s[sets, rows], self.s[sets]))
+
+    def add_scale_grad(self, sets: slice, rows: slice, w: Tensor) -> None:
+        """``vdir[rows] += ds/dx_rows`` given ``w = [Q >= 0] / D`` on the block (zero diagonal)."""
+        self.add(sets, rows, None, vdir=scale_grad(w, self.s[sets, rows], self.s[sets]))
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a :func:`~geokt_plugin.losses.compiled.block_function` on this evaluation's device and set size."""
+        return fn(self.device, self.n, *args)
 
     def scales(self, aug: Augmented) -> Tensor:
         """``s = max(mean_{i != j} D, 1e-12)`` per set, accumulated block by block."""
         total = aug[1].new_zeros(self.num_sets)
         for sets, rows in self.blocks:
-            total[sets] += self.distances(aug, sets, rows).sum((1, 2))
+            total[sets] += self.call(_distance_sums, self.side(aug, sets, rows), rows.start)
         return self.mean_scale(total)
 
     def mean_scale(self, off_diagonal_sum: Tensor) -> Tensor:
         """``max(sum / (n (n - 1)), 1e-12)``: the scale from a per-set sum of off-diagonal distances."""
         return (off_diagonal_sum / (self.n * (self.n - 1))).clamp_min(SCALE_EPS)
 
-    def add_pair_grad(self, sets: slice, rows: slice, c: Tensor) -> None:
-        """``grad += d/dx sum_ij c_ij Q_ij`` for a row block (``c``: ``(b, r, n)``, zero diagonal, any symmetry)."""
-        grad, x = self.grad, self.s
-        x_rows, x_all = x[sets, rows], x[sets]
-        grad[sets, rows] += 2.0 * (c.sum(2, keepdim=True) * x_rows - torch.bmm(c, x_all))
-        grad[sets] += 2.0 * (c.sum(1).unsqueeze(-1) * x_all - torch.bmm(c.transpose(1, 2), x_rows))
-
-    def add_scale_grad(self, sets: slice, rows: slice, w: Tensor) -> None:
-        """``vdir[rows] += ds/dx_rows`` given ``w = [Q >= 0] / D`` on the block (zero diagonal)."""
-        n, x = self.n, self.s
-        x_rows, x_all = x[sets, rows], x[sets]
-        self.vdir[sets, rows] += (2.0 / (n * (n - 1))) * (w.sum(2, keepdim=True) * x_rows - torch.bmm(w, x_all))
+    def add(self, sets: slice, rows: slice, value: Tensor | None, dscale: Tensor | None = None,
+            grad: tuple[Tensor, Tensor] | None = None, vdir: Tensor | None = None) -> None:
+        """Add a block's contributions: per-set ``value`` and ``dscale``, ``grad`` from :func:`pair_grad` (rows'
+        part, all points' part) and ``vdir`` from :func:`scale_grad`; ``None`` adds nothing."""
+        if value is not None:
+            self.value[sets] += value
+        if dscale is not None:
+            self.dscale[sets] += dscale
+        if grad is not None:
+            self.grad[sets, rows] += grad[0]
+            self.grad[sets] += grad[1]
+        if vdir is not None:
+            self.vdir[sets, rows] += vdir
 
     def result(self) -> tuple[Tensor, Tensor | None]:
         """Per-set values and, with gradients, ``dL/dx = grad + dL/ds * ds/dx``."""
@@ -174,7 +246,8 @@ class _FusedSetLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None, need_grad: bool
+        ctx: Any, s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None, need_grad: bool,
+        broken: Tensor,
     ) -> Tensor:
         blocks = Blocks(s, t, chunk_size, need_grad)
         loss = make_loss(blocks)
@@ -186,6 +259,9 @@ class _FusedSetLoss(torch.autograd.Function):
             for sets, rows in blocks.blocks:
                 loss.grad_block(sets, rows)
         value, grad = blocks.result()
+        value = value.masked_fill(broken, math.nan)  # unconditional: no device sync
+        if grad is not None:
+            grad.masked_fill_(broken[:, None, None], math.nan)
         if grad is not None:
             ctx.save_for_backward(grad)
         return value
@@ -194,7 +270,7 @@ class _FusedSetLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (grad,) = ctx.saved_tensors
-        return grad_out[:, None, None] * grad, None, None, None, None
+        return grad_out[:, None, None] * grad, None, None, None, None, None
 
 
 def set_values(s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None) -> Tensor:
@@ -202,10 +278,13 @@ def set_values(s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | N
     # Distances do not depend on a common translation. Centring each set first keeps the expansion's cancellation
     # relative to the spread of the points rather than to their (often large, post-ReLU) norm, and makes identical
     # points give Q = 0 up to the square of the centring residue: constant maps get a zero gradient, not noise / s^2.
+    # A NaN or inf in a point of a set makes that set's value NaN (docs/losses.md, "Properties"): without this, the
+    # instructor's points enter some losses only through a kNN or a tree, which a NaN leaves finite but wrong.
+    broken = ~(s.detach().isfinite().all(2).all(1) & t.isfinite().all(2).all(1))
     s, t = rescale_overflowing(s), rescale_overflowing(t)
     s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
     need_grad = torch.is_grad_enabled() and s.requires_grad
-    return _FusedSetLoss.apply(s, t, make_loss, chunk_size, need_grad)
+    return _FusedSetLoss.apply(s, t, make_loss, chunk_size, need_grad, broken)
 
 
 def geometric_loss(

@@ -15,10 +15,41 @@ from torch import Tensor
 from ..registry import register_mid_level_loss
 from .base import GeoKTLoss
 from .checks import check_neighbors, check_positive
-from .geometry import knn
-from .kernel import BlockLoss, Blocks, block_diag, geometric_loss, inv_distances
+from .compiled import block_function
+from .geometry import DIST_EPS, knn
+from .kernel import BlockLoss, Blocks, Side, fill_diag, geometric_loss, inv_distances, pair_grad, scale_grad, sq_block
 
 __all__ = ["GeoKTNeighborRankLoss", "neighbor_rank_loss"]
+
+
+# topk and the gathers stay outside the compiled functions (inductor's CPU loops around them do not vectorise); the
+# scatter of -1/k stays inside _rank_grad, in place, which the eager path (the CPU default for this loss) needs.
+
+
+@block_function
+def _rank_logits(s: Side, t: Side, scale_s: Tensor, start: int, temp: float, need_grad: bool) -> tuple:
+    """``(A_t, D_s, [Q_s < 0] or None, logit, logsumexp)`` of a row block; ``A_t``, ``logit`` masked on the diagonal."""
+    q_s = sq_block(s)
+    negative = q_s < 0 if need_grad else None
+    d_s = q_s.clamp_min_(0.0).add_(DIST_EPS).sqrt_()
+    a_t = sq_block(t).clamp_min_(0.0).add_(DIST_EPS)
+    a_t = fill_diag(a_t, start, math.inf)
+    logit = d_s * (-1.0 / temp / scale_s[:, None, None])
+    logit = fill_diag(logit, start, -math.inf)
+    return a_t, d_s, negative, logit, logit.logsumexp(-1, keepdim=True)
+
+
+@block_function
+def _rank_grad(logit: Tensor, lse: Tensor, nb: Tensor, d_s: Tensor, negative: Tensor, x_rows: Tensor,
+               x_all: Tensor, scale_s: Tensor, start: int, temp: float) -> tuple:
+    """``(dL/ds, pair_grad parts, ds/dx_rows)`` of a row block; ``nb``: the instructor's kNN (``logit`` is reused)."""
+    n, sc_s, k = x_all.shape[1], scale_s[:, None, None], nb.shape[-1]
+    # dL/dlogit = (q - [j in K(i)] / k) / n with q = softmax(logit); logit = -D / (T s).
+    g = logit.sub_(lse).exp_().scatter_add_(2, nb, torch.full_like(nb, -1.0 / k, dtype=d_s.dtype))
+    dscale = (g * d_s).sum((1, 2)) / (n * temp) / scale_s.pow(2)
+    w = inv_distances(d_s, negative, start)
+    vdir = scale_grad(w, x_rows, x_all)
+    return dscale, pair_grad(g.mul_(w).mul_(-0.5 / (n * temp) / sc_s), x_rows, x_all), vdir
 
 
 class _NeighborRank(BlockLoss):
@@ -34,24 +65,17 @@ class _NeighborRank(BlockLoss):
         self.scale_s = self.blocks.scales(self.blocks.aug_s)
 
     def block(self, sets: slice, rows: slice) -> None:
-        b, n, k, temp = self.blocks, self.blocks.n, self.k, self.temperature
-        sc_s = self.scale_s[sets, None, None]
-        a_s, negative, a_t = b.clamped_pair(sets, rows)
-        block_diag(a_t, rows).fill_(float("inf"))
+        b, n, k, temp, scale_s = self.blocks, self.blocks.n, self.k, self.temperature, self.scale_s[sets]
+        s, t = b.side(b.aug_s, sets, rows), b.side(b.aug_t, sets, rows)
+        a_t, d_s, negative, logit, lse = b.call(_rank_logits, s, t, scale_s, rows.start, temp, b.need_grad)
         nb = knn(a_t, k)  # sqrt is monotone: the kNN of A are those of D
         del a_t
-        d_s = a_s.sqrt_()
-        logit = d_s * (-1.0 / temp / sc_s)
-        block_diag(logit, rows).fill_(float("-inf"))
-        lse = logit.logsumexp(-1, keepdim=True)
-        b.value[sets] += (lse.squeeze(-1) - logit.gather(2, nb).mean(-1) - math.log(k)).sum(-1) / n
-        if b.need_grad:
-            # dL/dlogit = (q - [j in K(i)] / k) / n with q = softmax(logit); logit = -D / (T s).
-            g = logit.sub_(lse).exp_().scatter_add_(2, nb, torch.full_like(nb, -1.0 / k, dtype=b.s.dtype))
-            b.dscale[sets] += (g * d_s).sum((1, 2)) / (n * temp) / sc_s.view(-1).pow(2)
-            w = inv_distances(d_s, negative, rows)
-            b.add_scale_grad(sets, rows, w)
-            b.add_pair_grad(sets, rows, g.mul_(w).mul_(-0.5 / (n * temp) / sc_s))
+        value = (lse.squeeze(-1) - logit.gather(2, nb).mean(-1) - math.log(k)).sum(-1) / n
+        if not b.need_grad:
+            b.add(sets, rows, value)
+            return
+        b.add(sets, rows, value, *b.call(_rank_grad, logit, lse, nb, d_s, negative, s[0], s[2], scale_s, rows.start,
+                                         temp))
 
 
 def _check_knobs(owner: str, *, neighbors: int, temperature: float) -> dict[str, Any]:

@@ -15,8 +15,9 @@ from torch import Tensor
 from ..registry import register_mid_level_loss
 from .base import GeoKTLoss
 from .checks import check_choice, check_neighbors
+from .compiled import block_function
 from .geometry import DIST_EPS, knn
-from .kernel import BlockLoss, Blocks, block_diag, geometric_loss
+from .kernel import BlockLoss, Blocks, Side, block_diag, fill_diag, geometric_loss, pair_grad, sq_block
 from .tree import hop_mask, minimum_spanning_tree
 
 __all__ = ["GRAPHS", "GeoKTNeighborhoodContrastLoss", "neighborhood_contrast_loss"]
@@ -29,11 +30,33 @@ def _whole(rows: slice, n: int) -> bool:
     return rows.start == 0 and rows.stop == n
 
 
-def _contrast(q: Tensor, m: Tensor, rows: slice) -> tuple[Tensor, Tensor]:
+def _contrast(q: Tensor, m: Tensor, start: int) -> tuple[Tensor, Tensor]:
     """``(NAC, S)`` of a row block: ``S_i = sum_{j != i} Q_ij``, ``NAC_i = sum_j M_ij Q_ij / max(S_i, 1e-12)``."""
-    block_diag(q, rows).zero_()
+    q = fill_diag(q, start, 0.0)
     total = q.sum(-1)
     return (q * m).sum(-1).div_(total.clamp_min(NAC_EPS)), total
+
+
+@block_function
+def _nac_block(q_t: Tensor, mask: Tensor, s: Side, start: int, need_grad: bool) -> tuple:
+    """``(value, None, pair_grad parts)`` of one row block from the instructor's ``Q`` and bool mask ``M``."""
+    x_rows, _, x_all, _ = s
+    n = x_all.shape[1]
+    m = mask.to(q_t.dtype)
+    nac_t, _ = _contrast(q_t.clamp_min(0.0), m, start)
+    q_s = sq_block(s)
+    negative = q_s < 0 if need_grad else None
+    nac_s, total_s = _contrast(q_s.clamp_min_(0.0), m, start)
+    diff = nac_s - nac_t
+    value = diff.pow(2).sum(-1) / n
+    if not need_grad:
+        return value, None, None
+    # dL/dQ_ij = g_i (M_ij - NAC_i [S_i >= 1e-12]) / max(S_i, 1e-12) [Q_ij >= 0], g_i = 2 (NAC_s - NAC_t) / n.
+    live = torch.where(total_s >= NAC_EPS, nac_s, 0.0)
+    coef = diff.mul_(2.0 / n).div_(total_s.clamp_min(NAC_EPS))
+    c = m.sub_(live.unsqueeze(-1)).mul_(coef.unsqueeze(-1)).masked_fill_(negative, 0.0)
+    c = fill_diag(c, start, 0.0)
+    return value, None, pair_grad(c, x_rows, x_all)
 
 
 class _NeighborhoodContrast(BlockLoss):
@@ -75,23 +98,10 @@ class _NeighborhoodContrast(BlockLoss):
         return hop_mask(self.edges[sets], self.blocks.n, self.radius, rows)
 
     def block(self, sets: slice, rows: slice) -> None:
-        b, n = self.blocks, self.blocks.n
+        b = self.blocks
         q_t = b.sq(b.aug_t, sets, rows)
-        m = self._mask(q_t, sets, rows).to(q_t.dtype)
-        nac_t, _ = _contrast(q_t.clamp_min_(0.0), m, rows)
-        del q_t
-        q_s = b.sq(b.aug_s, sets, rows)
-        negative = q_s < 0 if b.need_grad else None
-        nac_s, total_s = _contrast(q_s.clamp_min_(0.0), m, rows)
-        diff = nac_s - nac_t
-        b.value[sets] += diff.pow(2).sum(-1) / n
-        if b.need_grad:
-            # dL/dQ_ij = g_i (M_ij - NAC_i [S_i >= 1e-12]) / max(S_i, 1e-12) [Q_ij >= 0], g_i = 2 (NAC_s - NAC_t) / n.
-            live = torch.where(total_s >= NAC_EPS, nac_s, 0.0)
-            coef = diff.mul_(2.0 / n).div_(total_s.clamp_min(NAC_EPS))
-            c = m.sub_(live.unsqueeze(-1)).mul_(coef.unsqueeze(-1)).masked_fill_(negative, 0.0)
-            block_diag(c, rows).zero_()
-            b.add_pair_grad(sets, rows, c)
+        m = self._mask(q_t, sets, rows)
+        b.add(sets, rows, *b.call(_nac_block, q_t, m, b.side(b.aug_s, sets, rows), rows.start, b.need_grad))
 
 
 def _check_knobs(owner: str, *, graph: str, radius: int, neighbors: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 
 from geokt_plugin.losses import LOSS_SPECS
 from geokt_plugin.testing import LargestTensorSpy
+from geokt_plugin.testing.paths import PATHS, kernel_path, needs_compiler
 
 LOSS_NAMES = tuple(LOSS_SPECS)
 # Knobs of the chunking cases (a loss not listed runs with its defaults); "distance_all" is the distance loss on
@@ -66,12 +67,31 @@ def test_chunking_values_and_gradients_do_not_depend_on_chunk_size(name, scope, 
 
 
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("scope", ["image", "batch"])
-@pytest.mark.parametrize("chunk_size", [2, None])
-def test_chunking_matches_plain_autograd_of_the_definition(name, scope, chunk_size):
+@pytest.mark.parametrize("chunk_size", [3])
+@pytest.mark.parametrize("path", PATHS)
+def test_chunking_compiled_path_equals_eager(name, chunk_size, path):
+    # Same formulas in the same order; the compiler may fuse and reorder float64 sums, so not bitwise.
+    fn, knobs = CASES[name]
+    s, t = maps(seed=1)
+    ref_value, ref_grad = value_and_grad(fn, s, t, chunk_size=ONE_BLOCK, **knobs)
+    with kernel_path(path):
+        value, grad = value_and_grad(fn, s, t, chunk_size=chunk_size, **knobs)
+    torch.testing.assert_close(value, ref_value, rtol=1e-11, atol=1e-13)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+
+
+# The compiled path on a subset: split rows (one set per block), so every compiled case shares one shape class.
+_ORACLE_PATHS = [(scope, chunk, "eager") for scope in ("image", "batch") for chunk in (2, None)] + [
+    pytest.param("image", 2, "compiled", marks=needs_compiler, id="image-2-compiled")]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize(("scope", "chunk_size", "path"), _ORACLE_PATHS)
+def test_chunking_matches_plain_autograd_of_the_definition(name, scope, chunk_size, path):
     fn, knobs = CASES[name]
     s, t = maps(seed=2)
-    value, grad = value_and_grad(fn, s, t, scope=scope, chunk_size=chunk_size, **knobs)
+    with kernel_path(path):
+        value, grad = value_and_grad(fn, s, t, scope=scope, chunk_size=chunk_size, **knobs)
     oracle_value, oracle_grad = value_and_grad(lambda a, b, **_: dense_oracle(name, a, b, scope), s, t)
     torch.testing.assert_close(value, oracle_value, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grad, oracle_grad, rtol=1e-7, atol=1e-10)

@@ -19,6 +19,7 @@ from geokt_plugin import functional as GF
 from geokt_plugin.losses import LOSS_SPECS
 from geokt_plugin.testing import LargestTensorSpy, pair, randn, reference, tol
 from geokt_plugin.testing.contract import assert_matches_reference, call_with_fresh_generator, gradcheck_student
+from geokt_plugin.testing.paths import PATHS, kernel_path
 
 LOSS_NAMES = tuple(LOSS_SPECS)
 
@@ -119,6 +120,18 @@ def test_functional_matches_reference_float64(loss_name, case, reduction):
     spec = LOSS_SPECS[loss_name]
     knobs = knobs_for(loss_name, overrides)
     assert_matches_reference(spec.function, spec.reference_function(), s, t, **knobs, reduction=reduction)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", [CASES[1], CASES[5]], ids=[CASE_IDS[1], CASE_IDS[5]])
+def test_functional_matches_reference_on_both_kernel_paths(loss_name, case, path):
+    # Split rows and gradients on: the shape class the compiled chunking tests already compiled.
+    _, shape, overrides = case
+    s, t = pair(*shape, seed=3)
+    spec = LOSS_SPECS[loss_name]
+    with kernel_path(path):
+        assert_matches_reference(spec.function, spec.reference_function(), s.requires_grad_(True), t,
+                                 reduction="none", chunk_size=3, **knobs_for(loss_name, overrides))
 
 
 @pytest.mark.parametrize("scope", ["image", "batch"])
@@ -492,6 +505,32 @@ def _input_errors(owner: str):
     yield (
         good, torch.ones(2, 3, 4, 4, dtype=torch.bool), TypeError,
         f"{owner}: feature maps must be floating point, got student torch.float64 and teacher torch.bool.",
+    )
+    yield (
+        good, torch.ones(2, 3, 4, 4, dtype=torch.complex64), TypeError,
+        f"{owner}: feature maps must be floating point, got student torch.float64 and teacher torch.complex64.",
+    )
+    yield (
+        good.to_sparse(), good, TypeError,
+        f"{owner}: the student feature map is a torch.sparse_coo tensor (shape (2, 3, 4, 4)); the losses need a "
+        "dense (torch.strided) tensor. Call .to_dense() on it first.",
+    )
+    yield (
+        good, torch.empty(2, 3, 4, 4, device="meta"), ValueError,
+        f"{owner}: the teacher feature map is on the meta device (shape (2, 3, 4, 4), no data); pass a tensor on a "
+        "real device (cpu, cuda).",
+    )
+    yield (
+        randn(0, 3, 4, 4), randn(0, 3, 4, 4), ValueError,
+        f"{owner}: student has batch size 0 (shape (0, 3, 4, 4)); a feature map needs B >= 1.",
+    )
+    yield (
+        randn(2, 0, 4, 4), good, ValueError,
+        f"{owner}: student has 0 channels (shape (2, 0, 4, 4)); a feature map needs C >= 1.",
+    )
+    yield (
+        good, randn(2, 0, 4, 4), ValueError,
+        f"{owner}: teacher has 0 channels (shape (2, 0, 4, 4)); a feature map needs C >= 1.",
     )
     yield (
         randn(2, 3, 1, 1), randn(2, 3, 4, 4), ValueError,
