@@ -20,6 +20,7 @@ derivative of exactly the forward computation (same expansion, same clamp, same 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -209,7 +210,7 @@ class Blocks:
         return self.value, self.grad.add_(self.dscale[:, None, None] * self.vdir)
 
 
-class BlockLoss:
+class BlockLoss(ABC):
     """One loss on the blocks: what each block adds to the values and gradients of :class:`Blocks`.
 
     The kernel calls ``prepare()``, ``block(sets, rows)`` for every block, ``finish()``, then, when gradients are
@@ -224,17 +225,17 @@ class BlockLoss:
     def __init__(self, blocks: Blocks) -> None:
         self.blocks = blocks
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027  (an optional hook: empty by default)
         """Per-set data needed by every block. Default: nothing."""
 
+    @abstractmethod
     def block(self, sets: slice, rows: slice) -> None:
         """First pass over one block: add to ``blocks.value`` and, where already known, to the gradients."""
-        raise NotImplementedError(f"{type(self).__name__} must define block(sets, rows)")
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027  (an optional hook: empty by default)
         """After the first pass. Default: nothing."""
 
-    def grad_block(self, sets: slice, rows: slice) -> None:
+    def grad_block(self, sets: slice, rows: slice) -> None:  # noqa: B027  (an optional hook: empty by default)
         """Second pass over one block (only with ``second_pass = True`` and gradients). Default: nothing."""
 
 
