@@ -42,7 +42,6 @@ from torchdistill.losses.registry import get_mid_level_loss  # noqa: E402
 import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
 from geokt_plugin import functional as GF  # noqa: E402
 from geokt_plugin.losses import LOSS_SPECS  # noqa: E402
-from geokt_plugin.testing import dense_loss  # noqa: E402
 
 CS, CT = 32, 64
 GEO = {name: spec.function for name, spec in LOSS_SPECS.items()}
@@ -69,6 +68,15 @@ def torchdistill_losses() -> dict[str, Any]:
     return {name: get_mid_level_loss(cfg) for name, cfg in configs.items()}
 
 
+def _dense_closure(kind: str, student: Tensor, teacher: Tensor, scope: str) -> Callable[[], Tensor]:
+    """The plain-autograd formulation of one loss (LossSpec's dense oracle) as a closure."""
+    spec = LOSS_SPECS[kind]
+    dense = spec.dense_function()
+    # the shared dense oracle takes the package's own normalisation; a loss's own oracle needs none
+    knobs = {**spec.knobs, **({"normalized": GF.normalized_distances} if spec.dense is None else {})}
+    return lambda: dense(student, teacher, scope=scope, **knobs).mean()
+
+
 def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int | None, max_bytes: float,
                  td: dict[str, Any]) -> tuple[dict[str, Callable[[], Tensor]], list[str]]:
     """Loss closures (forward only; the caller adds backward) and the names skipped for memory."""
@@ -81,9 +89,7 @@ def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int |
     skipped = []
     if sets * n * n * 4 * 6 <= max_bytes:  # the dense path holds about six such matrices
         for kind in GEO:
-            methods[f"dense-{kind}"] = lambda kind=kind: dense_loss(
-                kind, student, teacher, scope=scope, normalized=GF.normalized_distances, **LOSS_SPECS[kind].knobs
-            ).mean()
+            methods[f"dense-{kind}"] = _dense_closure(kind, student, teacher, scope)
     else:
         skipped.append("dense")
     if scope == "image":  # the torchdistill losses have no scope: they relate whole images
