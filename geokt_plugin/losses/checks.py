@@ -19,6 +19,7 @@ __all__ = [
     "check_common",
     "check_feature_maps",
     "check_generator",
+    "check_int",
     "check_max_points",
     "check_neighbors",
     "check_positive",
@@ -42,15 +43,26 @@ def check_choice(owner: str, name: str, value: object, choices: tuple[str, ...])
         raise ValueError(f"Unknown {name} {value!r} for {owner}; choose one of {list(choices)}.")
 
 
+def check_int(owner: str, name: str, value: object, *, minimum: int, allowed: str, hint: str,
+              type_allowed: str | None = None, allow_none: bool = False) -> None:
+    """Raise unless ``value`` is an integer ``>= minimum`` (or ``None`` when allowed); the one rule for integer knobs.
+
+    Args:
+        allowed: what the value message says is allowed (``"an integer >= 1"``); ``type_allowed`` the type
+            message's wording when it differs. ``hint``: the fix, appended to the value message.
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be {type_allowed or allowed}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be {allowed}, got {value}. {hint}")
+
+
 def check_neighbors(owner: str, neighbors: object, *, allow_none: bool) -> None:
     """Raise unless ``neighbors`` is an integer >= 1 (or ``None`` when allowed)."""
-    if neighbors is None and allow_none:
-        return
-    if isinstance(neighbors, bool) or not isinstance(neighbors, int):
-        allowed = "an integer >= 1 or None" if allow_none else "an integer >= 1"
-        raise TypeError(f"{owner}: neighbors must be {allowed}, got {neighbors!r} ({type(neighbors).__name__}).")
-    if neighbors < 1:
-        raise ValueError(f"{owner}: neighbors must be >= 1, got {neighbors}. Use a positive neighbourhood size.")
+    check_int(owner, "neighbors", neighbors, minimum=1, allowed=">= 1", hint="Use a positive neighbourhood size.",
+              type_allowed="an integer >= 1 or None" if allow_none else "an integer >= 1", allow_none=allow_none)
 
 
 def check_positive(owner: str, name: str, value: object) -> None:
@@ -63,17 +75,8 @@ def check_positive(owner: str, name: str, value: object) -> None:
 
 def check_max_points(owner: str, max_points: object) -> None:
     """Raise unless ``max_points`` is ``None`` or an integer >= 2."""
-    if max_points is None:
-        return
-    if isinstance(max_points, bool) or not isinstance(max_points, int):
-        raise TypeError(
-            f"{owner}: max_points must be None or an integer >= 2, got {max_points!r} ({type(max_points).__name__})."
-        )
-    if max_points < 2:
-        raise ValueError(
-            f"{owner}: max_points must be None or an integer >= 2, got {max_points}. "
-            "A point set needs at least 2 local features."
-        )
+    check_int(owner, "max_points", max_points, minimum=2, allowed="None or an integer >= 2",
+              hint="A point set needs at least 2 local features.", allow_none=True)
 
 
 def check_generator(owner: str, generator: object) -> None:
@@ -84,18 +87,10 @@ def check_generator(owner: str, generator: object) -> None:
 
 def check_chunk_size(owner: str, chunk_size: object) -> None:
     """Raise unless ``chunk_size`` is ``None`` or an integer >= 1."""
-    if chunk_size is None:
-        return
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(
-            f"{owner}: chunk_size must be None (automatic) or an integer >= 1 (distance-matrix rows per block), "
-            f"got {chunk_size!r} ({type(chunk_size).__name__})."
-        )
-    if chunk_size < 1:
-        raise ValueError(
-            f"{owner}: chunk_size must be None (automatic) or an integer >= 1, got {chunk_size}. It is the number of "
-            "distance-matrix rows materialised at once; smaller values use less memory."
-        )
+    check_int(owner, "chunk_size", chunk_size, minimum=1, allowed="None (automatic) or an integer >= 1",
+              type_allowed="None (automatic) or an integer >= 1 (distance-matrix rows per block)",
+              hint="It is the number of distance-matrix rows materialised at once; smaller values use less memory.",
+              allow_none=True)
 
 
 def check_common(

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..registry import register_mid_level_loss
 from .base import GeoKTLoss
-from .checks import check_choice, check_neighbors
+from .checks import check_choice, check_int, check_neighbors
 from .compiled import block_function
 from .geometry import DIST_EPS, knn
 from .kernel import BlockLoss, Blocks, Side, block_diag, fill_diag, geometric_loss, pair_grad, sq_block
@@ -106,12 +106,7 @@ class _NeighborhoodContrast(BlockLoss):
 
 def _check_knobs(owner: str, *, graph: str, radius: int, neighbors: int) -> dict[str, Any]:
     check_choice(owner, "graph", graph, GRAPHS)
-    if isinstance(radius, bool) or not isinstance(radius, int):
-        raise TypeError(
-            f"{owner}: radius must be an integer >= 1 (tree hops), got {radius!r} ({type(radius).__name__})."
-        )
-    if radius < 1:
-        raise ValueError(f"{owner}: radius must be an integer >= 1 (tree hops), got {radius}. The authors used 5.")
+    check_int(owner, "radius", radius, minimum=1, allowed="an integer >= 1 (tree hops)", hint="The authors used 5.")
     check_neighbors(owner, neighbors, allow_none=False)
     return {"graph": graph, "radius": radius, "neighbors": neighbors}
 
