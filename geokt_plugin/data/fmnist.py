@@ -140,7 +140,10 @@ def fashion_mnist(
     fraction: float | None = None,
     val_size: int = 0,
     classes: Sequence[int] | None = None,
-    seed: int = 0,
+    seed: int | str = 0,
+    reserve: int = 0,
+    pool: str = "student",
+    split_seed: int | None = None,
     size: int = 32,
     channels: int = 3,
     augment: bool = False,
@@ -156,7 +159,10 @@ def fashion_mnist(
         fraction: fraction in (0, 1] of the ``subset_size`` images (nested across fractions for one seed).
         val_size: images held out of the official training set as ``"val"``.
         classes: keep only these classes, relabelled ``0..len(classes)-1`` in the given order.
-        seed: seed of the subsets (not of training).
+        seed: seed of the subsets (not of training); ``"run"``: the run's seed (``geokt-train --seed``).
+        reserve: training images held out for instructors, disjoint from every student subset.
+        pool: ``"student"``, ``"reserve"`` (an instructor's images) or ``"student+reserve"``.
+        split_seed: seed of ``val`` and the reserve (default: ``seed``).
         size: output side (28 -> 32 pads 2 pixels per side; other sizes resize).
         channels: grey channel repeated to this many channels.
         augment: random crop (padding 4) and horizontal flip.
@@ -167,7 +173,8 @@ def fashion_mnist(
     folder = resolve_fashion_mnist_root(root, download=download)
     images, labels = load_fashion_mnist_arrays(folder, "test" if split == "test" else "train")
     indices = split_indices(labels, split=split, subset_size=subset_size, fraction=fraction, val_size=val_size,
-                            seed=seed, classes=classes, owner=owner)
+                            seed=seed, classes=classes, reserve=reserve, pool=pool, split_seed=split_seed,
+                            owner=owner)
     index = torch.as_tensor(indices, dtype=torch.int64)
     targets = relabel(labels[index], classes, owner, known=10)
     names = _FASHION_CLASSES if classes is None else [_FASHION_CLASSES[c] for c in classes]

@@ -1,14 +1,23 @@
 """Seeded, class-balanced subsets and the train/val/test split semantics shared by every builder.
 
 - ``"val"``: a class-balanced, seeded part of the official training set, ``val_size`` images.
-- ``"train"``: the rest of the official training set (disjoint from ``"val"`` for the same ``seed`` and
+- ``"train"``: the rest of the official training set (disjoint from ``"val"`` for the same ``split_seed`` and
   ``val_size``), then ``subset_size`` class-balanced images, then ``fraction`` of those. Subsets are nested:
   for one seed, the 10 % subset lies inside the 20 % one, and ``subset_size=1000`` inside ``subset_size=2000``.
+- ``reserve``: images held out of ``"train"`` for instructors (class-balanced, drawn with ``split_seed`` after
+  ``"val"``). ``pool`` picks what ``"train"`` draws from: ``"student"`` (everything but val and the reserve),
+  ``"reserve"`` (only the reserve: an instructor's images) or ``"student+reserve"`` (the student subset plus the
+  whole reserve). So instructors and students never share an image.
 - ``"test"``: the official test set.
+
+``classes`` filters first: val, reserve and subsets are drawn among the kept classes. ``split_seed`` defaults to
+``seed``; ``seed: "run"`` is the run's seed (``GEOKT_RUN_SEED``, set by ``geokt-train --seed``), so each seed of a
+suite trains on its own subset while val and the reserve stay fixed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,16 +27,23 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 __all__ = [
+    "POOLS",
+    "RUN_SEED",
+    "RUN_SEED_ENV",
     "SPLITS",
     "SubsetWithTargets",
     "balanced_subset",
     "check_split",
     "relabel",
+    "resolve_seed",
     "split_indices",
     "subset_dataset",
 ]
 
 SPLITS = ("train", "val", "test")
+POOLS = ("student", "reserve", "student+reserve")
+RUN_SEED = "run"  # a seed that means "the run's seed"
+RUN_SEED_ENV = "GEOKT_RUN_SEED"  # where the runner puts the run's seed for the builders
 
 
 def check_split(owner: str, split: str) -> None:
@@ -114,6 +130,34 @@ def balanced_subset(
     return sorted(int(i) for i in order[:n])
 
 
+def resolve_seed(seed: int | str, owner: str, name: str = "seed") -> int:
+    """``seed`` as an int; ``"run"`` reads the run's seed from ``GEOKT_RUN_SEED`` (``geokt-train --seed`` sets it).
+
+    Raises:
+        ValueError: ``"run"`` without ``GEOKT_RUN_SEED``, or a seed that is neither an int >= 0 nor ``"run"``.
+    """
+    if seed == RUN_SEED:
+        value = os.environ.get(RUN_SEED_ENV)
+        if value is None or not value.strip().isdigit():
+            raise ValueError(
+                f"{owner}: {name}: 'run' draws the subset with the run's seed, but {RUN_SEED_ENV} is "
+                f"{'unset' if value is None else repr(value)}. Run it with `geokt-train --seed S` (which sets it), or "
+                f"set {RUN_SEED_ENV}=S before torchdistill's script; or write an integer {name}.")
+        return int(value)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{owner}: {name} must be an integer >= 0 or 'run' (the run's seed), got {seed!r}.")
+    return int(seed)
+
+
+def _check_pool(owner: str, pool: str, reserve: int) -> None:
+    if pool not in POOLS:
+        raise ValueError(f"{owner}: unknown pool {pool!r}; choose one of {list(POOLS)}.")
+    if isinstance(reserve, bool) or not isinstance(reserve, (int, np.integer)) or reserve < 0:
+        raise ValueError(f"{owner}: reserve must be an integer >= 0, got {reserve!r}.")
+    if pool != "student" and reserve == 0:
+        raise ValueError(f"{owner}: pool {pool!r} needs reserve > 0 (the images held out for instructors).")
+
+
 def split_indices(
     targets: Sequence[int] | Tensor | np.ndarray,
     *,
@@ -121,15 +165,22 @@ def split_indices(
     subset_size: int | None = None,
     fraction: float | None = None,
     val_size: int = 0,
-    seed: int = 0,
+    seed: int | str = 0,
     classes: Sequence[int] | None = None,
+    reserve: int = 0,
+    pool: str = "student",
+    split_seed: int | None = None,
     owner: str = "split_indices",
 ) -> list[int]:
     """Indices of a ``"train"`` or ``"val"`` split of an official training set (module docstring semantics).
 
     For ``"test"`` only the ``classes`` filter applies (and ``subset_size``/``fraction`` if given).
+    ``split_seed`` (default: ``seed``) draws ``val`` and the ``reserve``; ``seed`` draws the subset.
     """
     check_split(owner, split)
+    _check_pool(owner, pool, reserve)
+    seed = resolve_seed(seed, owner)
+    split_seed = seed if split_seed is None else resolve_seed(split_seed, owner, "split_seed")
     labels = _as_int_array(targets)
     outside = np.zeros(0, dtype=np.int64)
     if classes is not None:
@@ -139,17 +190,32 @@ def split_indices(
     if split == "val" and val_size == 0:
         raise ValueError(f"{owner}: split 'val' needs val_size > 0 (the number of held-out training images).")
     if split == "test":
-        held_out = outside
-    else:
-        val = balanced_subset(labels, int(val_size), seed, exclude=outside) if val_size else []
-        if split == "val":
-            return val
-        held_out = np.union1d(outside, np.asarray(val, dtype=np.int64))
-    available = len(labels) - len(held_out)
+        return balanced_subset(labels, _subset_count(len(labels) - len(outside), subset_size, fraction, owner), seed,
+                               exclude=outside)
+    val = balanced_subset(labels, int(val_size), split_seed, exclude=outside) if val_size else []
+    if split == "val":
+        return val
+    held_out = np.union1d(outside, np.asarray(val, dtype=np.int64))
+    reserved: list[int] = []
+    if reserve:
+        _count(int(reserve), len(labels) - len(held_out), owner=owner, name="reserve")
+        reserved = balanced_subset(labels, int(reserve), split_seed, exclude=held_out)
+    if pool == "reserve":  # the instructors' images: a subset of the reserve
+        rest = np.setdiff1d(np.arange(len(labels)), np.asarray(reserved, dtype=np.int64))
+        n = _subset_count(len(reserved), subset_size, fraction, owner)
+        return balanced_subset(labels, n, seed, exclude=rest)
+    held_out = np.union1d(held_out, np.asarray(reserved, dtype=np.int64))
+    n = _subset_count(len(labels) - len(held_out), subset_size, fraction, owner)
+    student = balanced_subset(labels, n, seed, exclude=held_out)
+    return sorted(student + reserved) if pool == "student+reserve" else student
+
+
+def _subset_count(available: int, subset_size: int | None, fraction: float | None, owner: str) -> int:
+    """``subset_size`` of ``available`` images, then ``fraction`` of those."""
     n = _count(subset_size, available, owner=owner, name="subset_size")
     if fraction is not None:
         n = _count(float(fraction), n, owner=owner, name="fraction")
-    return balanced_subset(labels, n, seed, exclude=held_out)
+    return n
 
 
 def _check_classes(classes: Sequence[int], owner: str, known: int) -> list[int]:
@@ -203,7 +269,10 @@ def subset_dataset(
     fraction: float | None = None,
     val_size: int = 0,
     classes: Sequence[int] | None = None,
-    seed: int = 0,
+    seed: int | str = 0,
+    reserve: int = 0,
+    pool: str = "student",
+    split_seed: int | None = None,
     owner: str = "subset_dataset",
 ) -> Dataset:
     """Apply the split/subset/class semantics to any dataset with a ``targets`` attribute (CIFAR, fakes in tests)."""
@@ -212,7 +281,8 @@ def subset_dataset(
                         "the labels.")
     labels = _as_int_array(dataset.targets)
     indices = split_indices(labels, split=split, subset_size=subset_size, fraction=fraction, val_size=val_size,
-                            seed=seed, classes=classes, owner=owner)
+                            seed=seed, classes=classes, reserve=reserve, pool=pool, split_seed=split_seed,
+                            owner=owner)
     known = int(labels.max()) + 1 if len(labels) else 0
     new_labels = relabel(torch.as_tensor(labels[indices]), classes, owner, known=known) if indices else torch.zeros(0)
     return SubsetWithTargets(dataset, indices, [int(t) for t in new_labels])

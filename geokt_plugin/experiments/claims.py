@@ -1,123 +1,111 @@
-"""What the measured runs say: the per-claim verdicts from a ``geokt-compare`` results.csv, and the sweep's choice."""
+"""What the measured runs say: the pre-registered paired comparisons (docs/reproducing.md, "Protocol") and the
+sweep's choice.
+
+The comparisons are :class:`~geokt_plugin.reporting.stats.Comparison` rows over the cells of the Fashion-MNIST suite;
+:func:`~geokt_plugin.reporting.stats.compare` pairs them by seed, Holm-corrects the family and words the verdicts.
+"""
 
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
-from ..rundir import RunDir, read_metrics
-from .matrix import FMNIST, PAPER_KEY, RUNS, SWEEP, SWEEP_SEED
+from ..reporting.stats import Comparison
+from .cells import MAIN_PAIR, sweep_stem
+from .matrix import BASELINES, BEST_BASELINE, BEST_GEOKT, CHOSEN, GEOKT_METHODS, SWEEP
 
-__all__ = ["CLAIMS", "claims_table", "sweep_table", "verdict"]
+__all__ = ["EQUIVALENCE_MARGIN", "claims", "sweep_choice", "sweep_results", "sweep_table"]
 
-# The paper's claims as comparisons of Fashion-MNIST cells: (claim, experiment A, config A, experiment B, config B,
-# what "holds" means). A is the GeoKT side.
+EQUIVALENCE_MARGIN = 1.0  # points of test top-1: "the same generalisation"
 _SM, _AA, _ED, _LD = "smaller_model", "across_architectures", "external_data", "limited_data"
-CLAIMS = [
-    ("1 smaller model", _SM, "geokt_rank-resnet8_from_resnet20", _SM, "ce-resnet8", "better"),
-    ("1 smaller model", _SM, "geokt_distance-resnet8_from_resnet20", _SM, "ce-resnet8", "better"),
-    ("1 smaller model", _SM, "geokt_kl-resnet8_from_resnet20", _SM, "ce-resnet8", "better"),
-    ("2 across architectures", _AA, "geokt_rank-resnet8_from_wide_resnet10_2", _AA, "ce-resnet8", "better"),
-    ("3 external data", _ED, "geokt_rank-resnet8_from_resnet20_classes0-4", _ED, "ce-resnet8", "better"),
-    ("4 synergy with KD", _SM, "geokt_rank_kd-resnet8_from_resnet20", _SM, "kd-resnet8_from_resnet20", "better"),
-    ("4 synergy with KD", _SM, "geokt_rank_kd-resnet8_from_resnet20", _SM, "geokt_rank-resnet8_from_resnet20",
-     "better"),
-    ("4 synergy with KD", _AA, "geokt_rank_kd-resnet8_from_wide_resnet10_2", _AA, "kd-resnet8_from_wide_resnet10_2",
-     "better"),
-    ("4 synergy with KD", _AA, "geokt_rank_kd-resnet8_from_wide_resnet10_2", _AA,
-     "geokt_rank-resnet8_from_wide_resnet10_2", "better"),
-    ("5 limited data", _LD, "geokt_rank_kd-resnet8_from_resnet20_frac50", _LD, "ce-resnet8_frac100", "matches"),
-    ("5 limited data", _LD, "geokt_rank_kd-resnet8_from_resnet20_frac50", _LD, "ce-resnet8_frac50", "better"),
-    ("5 limited data", _LD, "geokt_rank_kd-resnet8_from_resnet20_frac10", _LD, "ce-resnet8_frac10", "better"),
-    # context: GeoKT against the strongest tuned feature baseline of the same pair
-    ("vs best baseline", _SM, "geokt_rank-resnet8_from_resnet20", _SM, "fitnets-resnet8_from_resnet20", "better"),
-    ("vs best baseline", _SM, "geokt_kl-resnet8_from_resnet20", _SM, "fitnets-resnet8_from_resnet20", "better"),
-    ("vs best baseline", _AA, "geokt_rank-resnet8_from_wide_resnet10_2", _AA, "fitnets-resnet8_from_wide_resnet10_2",
-     "better"),
-    ("vs best baseline", _ED, "geokt_rank-resnet8_from_resnet20_classes0-4", _ED,
-     "at-resnet8_from_resnet20_classes0-4", "better"),
-]
 
 
-def verdict(kind: str, d: float, se: float, na: int, nb: int) -> str:
-    """The verdict on ``d = mean(A) - mean(B)`` with standard error ``se`` (rule in :func:`claims_table`)."""
-    if min(na, nb) < 2:
-        return "no verdict: one seed"
-    if kind == "better":
-        return "holds" if d > 2 * se else "does not hold" if d < -2 * se else "within noise"
-    return "holds" if d > -2 * se else "does not hold"
+def _cfg(method: str, teacher: str | None = None, suffix: str = "") -> str:
+    student, main_teacher = MAIN_PAIR
+    if method in ("ce", "ce_reserve"):
+        return f"{method}-{student}{suffix}"
+    return f"{method}-{student}_from_{teacher or main_teacher}{suffix}"
 
 
-def claims_table(results_csv: Path, metric: str = "test") -> str:
-    """Verdicts from a geokt-compare results.csv: difference of means, its standard error (Welch), the verdict.
+def claims(best_geokt: str = BEST_GEOKT, best_baseline: str = BEST_BASELINE) -> list[Comparison]:
+    """The pre-registered family: A is the side the paper's claim favours."""
+    g, b, kd = best_geokt, best_baseline, f"{best_geokt}_kd"
+    wide, other = "wide_resnet10_2", "resnet20_classes0-4"
+    ce = (_SM, _cfg("ce"))
+    rows = [Comparison("1 smaller model", (_SM, _cfg(m)), ce, "better") for m in GEOKT_METHODS]
+    rows += [
+        Comparison("1 vs best baseline", (_SM, _cfg(g)), (_SM, _cfg(b)), "better"),
+        Comparison("2 across architectures", (_AA, _cfg(g, wide)), ce, "better"),
+        Comparison("2 vs best baseline", (_AA, _cfg(g, wide)), (_AA, _cfg(b, wide)), "better"),
+        Comparison("3 external data", (_ED, _cfg(g, other)), (_ED, _cfg("ce")), "better"),
+        Comparison("3 vs best baseline", (_ED, _cfg(g, other)), (_ED, _cfg(b, other)), "better"),
+        Comparison("4 synergy with KD", (_SM, _cfg(kd)), (_SM, _cfg("kd")), "better"),
+        Comparison("4 synergy with KD", (_SM, _cfg(kd)), (_SM, _cfg(g)), "better"),
+        Comparison("4 FitNets + KD (comparison)", (_SM, _cfg("fitnets_kd")), (_SM, _cfg("kd")), "better"),
+        Comparison("4 across architectures", (_AA, _cfg(kd, wide)), (_AA, _cfg(g, wide)), "better"),
+        Comparison("5 limited data: 50 % matches 100 %", (_LD, _cfg(kd, suffix="_frac50")), ce, "equivalent",
+                   margin=EQUIVALENCE_MARGIN),
+        Comparison("5 limited data", (_LD, _cfg(kd, suffix="_frac50")), (_LD, _cfg("ce", suffix="_frac50")),
+                   "better"),
+        Comparison("5 limited data", (_LD, _cfg(g, suffix="_frac50")), (_LD, _cfg("ce", suffix="_frac50")),
+                   "better"),
+        Comparison("control: trained vs random instructor", (_SM, _cfg(g)), (_SM, _cfg(f"{g}_random")), "better"),
+        Comparison("control: vs CE with the instructor's labels", (_SM, _cfg(g)), (_SM, _cfg("ce_reserve")),
+                   "better", note="ce_reserve trains on 6,000 labelled images; the student on 1,000 plus the "
+                   "instructor."),
+    ]
+    return rows
 
-    Rule: d = mean(A) - mean(B), se = sqrt(sd_A^2 / n_A + sd_B^2 / n_B). For "better": holds if d > 2 se, does not
-    hold if d < -2 se, else within noise. For "matches" (A is as good as B): holds if d > -2 se, else does not hold.
-    A side with one seed gets no verdict.
-    """
-    with Path(results_csv).open(newline="") as fh:
-        cells = {(r["experiment"], r["config"]): r for r in csv.DictReader(fh)}
-    rows = [f"| claim | A | B | A {metric} | B {metric} | A - B | 2 se | verdict |",
-            "|---|---|---|---:|---:|---:|---:|---|"]
-    n_key = "n_test" if metric == "test" else "n"
-    for claim, ea, ca, eb, cb, kind in CLAIMS:
-        a, b = cells.get((ea, ca)), cells.get((eb, cb))
-        if a is None or b is None or not a[f"{metric}_mean"] or not b[f"{metric}_mean"]:
-            rows.append(f"| {claim} | `{ca}` | `{cb}` | | | | | not measured |")
+
+def _sweep_finals(runs_csv: Path) -> dict[str, float]:
+    """``{config stem: final val top-1}`` of the finished sweep runs in a ``geokt-compare`` runs.csv."""
+    with Path(runs_csv).open(newline="") as fh:
+        return {r["config"]: float(r["final_val"]) for r in csv.DictReader(fh) if r.get("finished") == "True"}
+
+
+def sweep_results(runs_csv: Path) -> dict[str, list[tuple[str, float | None]]]:
+    """Per method, ``(tag, final val top-1 or None)`` for each setting of :data:`SWEEP`, in grid order."""
+    finals = _sweep_finals(runs_csv)
+    return {m: [(tag, finals.get(sweep_stem(m, tag))) for tag, _ in settings] for m, settings in SWEEP.items()}
+
+
+def sweep_choice(runs_csv: Path) -> tuple[dict[str, str], str, str]:
+    """The sweep's choice: ``({method: tag}, best GeoKT method, best baseline)``; a method with a missing setting
+    is left out. Ties go to the first setting in grid order."""
+    results = sweep_results(runs_csv)
+    chosen: dict[str, str] = {}
+    best: dict[str, float] = {}
+    for method, rows in results.items():
+        if method == "ce" or not rows or any(v is None for _, v in rows):
             continue
-        ma, mb = float(a[f"{metric}_mean"]), float(b[f"{metric}_mean"])
-        sa, sb = float(a[f"{metric}_std"] or 0.0), float(b[f"{metric}_std"] or 0.0)
-        na, nb = int(a[n_key]), int(b[n_key])
-        d, se = ma - mb, math.sqrt(sa ** 2 / na + sb ** 2 / nb)
-        few = " (n < 3)" if min(na, nb) < 3 else ""
-        rows.append(f"| {claim} | `{ea}/{ca}` (n={na}) | `{eb}/{cb}` (n={nb}) | {ma:.2f} ± {sa:.2f} | "
-                    f"{mb:.2f} ± {sb:.2f} | {d:+.2f} | {2 * se:.2f} | {verdict(kind, d, se, na, nb)}{few} |")
+        tag, value = max(rows, key=lambda r: r[1])
+        chosen[method], best[method] = tag, value
+    pick = lambda group: max((m for m in group if m in best), key=lambda m: best[m], default="")  # noqa: E731
+    return chosen, pick(GEOKT_METHODS), pick(BASELINES)
+
+
+def sweep_table(runs_csv: Path) -> str:
+    """The sweep's results per method and setting (final validation top-1, seed 100), the choice marked, and
+    whether the choice equals the committed :data:`CHOSEN` (the configs' values)."""
+    results = sweep_results(runs_csv)
+    chosen, best_g, best_b = sweep_choice(runs_csv)
+    rows = ["| method | setting | final val top-1 | chosen | in the configs |", "|---|---|---:|---|---|"]
+    for method, settings in results.items():
+        committed = dict(SWEEP[method]).get(chosen.get(method, ""), None)
+        for i, (tag, value) in enumerate(settings):
+            mark = "**yes**" if chosen.get(method) == tag else ""
+            edge = " (grid edge)" if mark and len(settings) > 1 and i in (0, len(settings) - 1) else ""
+            same = ""
+            if mark:
+                same = "yes" if committed is not None and _same_hp(CHOSEN.get(method, {}), committed) else "**no**"
+            rows.append(f"| {method} | {tag} | {'–' if value is None else f'{value:.2f}'} | {mark}{edge} | {same} |")
+    rows.append("")
+    rows.append(f"Best GeoKT loss: `{best_g or '–'}`; best baseline: `{best_b or '–'}` (configs: `{BEST_GEOKT}`, "
+                f"`{BEST_BASELINE}`).")
     return "\n".join(rows) + "\n"
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
-def sweep_run_dir(method: str, tag: str) -> Path:
-    """The run directory of one sweep setting (relative to the checkout)."""
-    return RUNS / FMNIST.name / PAPER_KEY / "sweep" / f"{method}-resnet8_from_resnet20__{tag}" / f"seed{SWEEP_SEED}"
-
-
-def _sweep_results_from_runs(method: str, tag: str) -> tuple[float | None, float | None]:
-    """(final, best) validation top-1 of one sweep setting from its run directory under runs/."""
-    run = RunDir(sweep_run_dir(method, tag))
-    vals = [float(r["val_acc"]) for r in read_metrics(run.metrics)] if run.metrics.is_file() else []
-    return (vals[-1] if vals and run.finished() else None), (max(vals) if vals else None)
-
-
-def _sweep_results_from_csv(runs_csv: Path) -> dict[str, tuple[float | None, float | None]]:
-    """``{config stem: (final, best)}`` from a ``geokt-compare`` runs.csv (finished runs only)."""
-    with runs_csv.open(newline="") as fh:
-        return {r["config"]: (float(r["final_val"]), float(r["best_val"])) for r in csv.DictReader(fh)
-                if r.get("finished") == "True"}
-
-
-def sweep_table(runs_csv: Path | None = None) -> str:
-    """The sweep's result per method and setting, and the choice (highest final validation top-1).
-
-    Args:
-        runs_csv: read the results from this ``geokt-compare`` runs.csv (the committed data) instead of runs/.
-    """
-    from_csv = _sweep_results_from_csv(runs_csv) if runs_csv is not None else None
-    rows = ["| method | setting | final val top-1 | best val top-1 | chosen |", "|---|---|---:|---:|---|"]
-    for method, settings in SWEEP.items():
-        results = []
-        for tag, _ in settings:
-            if from_csv is None:
-                final, top = _sweep_results_from_runs(method, tag)
-            else:
-                final, top = from_csv.get(f"{method}-resnet8_from_resnet20__{tag}", (None, None))
-            results.append((tag, final, top))
-        done = [r for r in results if r[1] is not None]
-        best = max(done, key=lambda r: r[1]) if len(done) == len(results) else None
-        for tag, final, top in results:
-            mark = "**yes**" if best is not None and tag == best[0] else ""
-            rows.append(f"| {method} | {tag} | {_pct(final)} | {_pct(top)} | {mark} |")
-    return "\n".join(rows) + "\n"
+def _same_hp(a: dict, b: dict) -> bool:
+    """Hyperparameters equal up to list/tuple spelling."""
+    norm = lambda d: {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}  # noqa: E731
+    return norm(a) == norm(b)

@@ -10,9 +10,9 @@ Subcommands:
   as ``config run_dir seed state``.
 - ``run PHASE... [--jobs N] [--only REGEX] [--train-args ARGS]``: train the runs with ``geokt-train``, ``N``
   processes at a time, skipping finished runs (see :mod:`geokt_plugin.experiments.scheduler`).
-- ``sweep-table``: the sweep's results and the choice per method (highest final validation top-1).
-- ``claims [RESULTS_CSV] [--metric test|final_val|best_val]``: the per-claim verdicts from a ``geokt-compare``
-  ``results.csv`` (rule in :func:`~geokt_plugin.experiments.claims.claims_table`).
+- ``sweep-table RUNS_CSV``: the sweep's results and the choice per method (highest final validation top-1).
+- ``claims RUNS_CSV``: the pre-registered paired comparisons (t intervals, Holm, verdicts) from a ``geokt-compare``
+  ``runs.csv`` (:func:`~geokt_plugin.experiments.claims.claims`).
 - ``docs-table``: the table of official configs for ``docs/reproducing.md``.
 """
 
@@ -24,7 +24,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .claims import claims_table, sweep_table
+from ..reporting.stats import compare, comparisons_markdown
+from .claims import claims, sweep_table
 from .docs_writer import reproducing_table
 from .generate import write_generated
 from .matrix import ROOT
@@ -42,11 +43,9 @@ def build_parser(prog: str = "python -m geokt_plugin.experiments") -> argparse.A
     p.add_argument("--check", action="store_true")
     sub.add_parser("docs-table", help="print the docs/reproducing.md table of official configs")
     p = sub.add_parser("sweep-table", help="print the sweep's results and choices (highest final val top-1)")
-    p.add_argument("--runs-csv", type=Path, default=None,
-                   help="read a geokt-compare runs.csv (e.g. docs/results/sweep/runs.csv) instead of runs/")
-    p = sub.add_parser("claims", help="print the per-claim verdicts from a geokt-compare results.csv")
-    p.add_argument("results_csv", nargs="?", default="docs/results/fashion_mnist/results.csv")
-    p.add_argument("--metric", choices=("test", "final_val", "best_val"), default="test")
+    p.add_argument("runs_csv", type=Path, help="a geokt-compare runs.csv of the sweep runs")
+    p = sub.add_parser("claims", help="print the pre-registered paired comparisons from a geokt-compare runs.csv")
+    p.add_argument("runs_csv", type=Path)
     p = sub.add_parser("plan", help="print the runs of phases (instructors, sweep, students)")
     p.add_argument("phases", nargs="+")
     p = sub.add_parser("run", help="train the runs of phases (instructors, sweep, students), in that order")
@@ -61,7 +60,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "configs":
         return write_generated(args.check)
     if args.cmd == "claims":
-        print(claims_table(Path(args.results_csv), args.metric), end="")
+        print(comparisons_markdown(compare(args.runs_csv, claims())), end="")
     elif args.cmd == "sweep-table":
         print(sweep_table(args.runs_csv), end="")
     elif args.cmd == "docs-table":

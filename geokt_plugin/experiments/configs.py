@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .matrix import ALL_LAYERS, GEOKT_KD_METHODS, GEOKT_LOSSES, METHOD_TITLES, MODELS, Spec, geo_method_of
+from .matrix import (
+    ALL_LAYERS,
+    COMBINED_KD,
+    FMNIST_INSTRUCTORS,
+    GEOKT_LOSSES,
+    METHOD_TITLES,
+    MODELS,
+    SPLIT_SEED,
+    Spec,
+    base_method,
+    instructor_dir,
+)
 from .yaml_io import Tagged, dump_config
 
 __all__ = ["GENERATED_BY", "config_document", "criterion_terms", "datasets_section", "hooked_layers",
@@ -33,12 +44,18 @@ def datasets_section(spec: Spec) -> Doc:
     classes = {"classes": list(spec.classes)} if spec.classes else {}
     images = spec.images if spec.images is not None else r.student_images
     train: Doc = {**root, "split": "train"}
-    if images is not None:
+    if images is not None and spec.pool != "reserve":
         train["subset_size"] = images
     if spec.fraction not in (None, 1.0):  # 100 %: the same document as no fraction
         train["fraction"] = spec.fraction
-    train.update({"val_size": r.val_size, "seed": 0, "augment": True, **classes})
-    splits = {"train": train, "val": {**root, "split": "val", "val_size": r.val_size, "seed": 0, **classes}}
+    if r.reserve:  # students draw their images with the run's seed; val and the reserve stay fixed
+        seed: Any = SPLIT_SEED if spec.pool == "reserve" else "run"
+        train.update({"val_size": r.val_size, "seed": seed, "split_seed": SPLIT_SEED, "reserve": r.reserve,
+                      "pool": spec.pool})
+    else:
+        train.update({"val_size": r.val_size, "seed": 0})
+    train.update({"augment": True, **classes})
+    splits = {"train": train, "val": {**root, "split": "val", "val_size": r.val_size, "seed": SPLIT_SEED, **classes}}
     if spec.test:
         splits["test"] = {**root, "split": "test", **r.test_kwargs, **classes}
     return {split: Tagged("!import_call", {"key": builder, "init": {"kwargs": kwargs}})
@@ -54,19 +71,35 @@ def models_section(spec: Spec) -> Doc:
     teacher = MODELS[spec.teacher].config(spec.teacher_classes)
     if spec.released:
         teacher["kwargs"]["pretrained"] = True
-    else:
+    elif spec.teacher_ckpt is not None:  # None: the random-instructor control keeps its seeded initialisation
         teacher["src_ckpt"] = spec.teacher_ckpt
     return {"teacher_model": teacher, "student_model": student}
 
 
+def hooks_of(spec: Spec) -> Doc:
+    """The instructor's ``forward_hook`` (``input``/``output`` module paths) that the method's losses read."""
+    m = base_method(spec.method)
+    hp = spec.hp["base"] if spec.method in COMBINED_KD else spec.hp
+    if m in ("ce", "ce_reserve", "kd"):
+        return {"input": [], "output": []}
+    if m == "pkt":
+        return {"input": [hp["layer"]], "output": []}
+    return {"input": [], "output": list(hp["layers"]) if "layers" in hp else [hp["layer"]]}
+
+
 def hooked_layers(spec: Spec) -> list[str]:
-    """The instructor layers the method's losses read (empty for CE and KD)."""
-    m, hp = spec.method, spec.hp
-    if m in ("ce", "kd"):
-        return []
-    if m == "fitnets":
-        return [hp["layer"]]
-    return list(hp["geo"]["layers"] if m in GEOKT_KD_METHODS else hp["layers"])
+    """The instructor modules the method's losses read (empty for CE and KD)."""
+    hooks = hooks_of(spec)
+    return hooks["input"] + hooks["output"]
+
+
+def agreement_section(spec: Spec) -> Doc:
+    """``geokt_agreement:``: the share of k nearest neighbours the student's local features have in common with the
+    trained instructor's (``spec.agreement_with``), per layer, logged after every epoch."""
+    ins = FMNIST_INSTRUCTORS[spec.agreement_with]
+    reference = {**MODELS[ins.model].config(len(ins.classes) if ins.classes else 10),
+                 "src_ckpt": f"{instructor_dir(spec.recipe, spec.agreement_with)}/best.pt"}
+    return {"reference": reference, "layers": list(ALL_LAYERS), "k": 8, "images": 200}
 
 
 def _ce_term() -> Doc:
@@ -99,6 +132,21 @@ def _at_term(hp: Doc) -> Doc:
                    "weight": hp["weight"]}}
 
 
+def _relational_term(method: str, hp: Doc) -> Doc:
+    layer = hp["layer"]
+    if method == "pkt":
+        kwargs: Doc = {"student_module_path": layer, "student_module_io": "input", "teacher_module_path": layer,
+                       "teacher_module_io": "input"}
+        key = "PKTLoss"
+    elif method == "sp":
+        kwargs, key = {"student_output_path": layer, "teacher_output_path": layer, "reduction": "batchmean"}, "SPKDLoss"
+    else:
+        kwargs = {"student_output_path": layer, "teacher_output_path": layer, "dist_factor": 1.0, "angle_factor": 2.0,
+                  "reduction": "mean"}
+        key = "RKDLoss"
+    return {method: {"criterion": {"key": key, "kwargs": kwargs}, "weight": hp["weight"]}}
+
+
 def _hint_term(hp: Doc) -> Doc:
     return {"hint": {
         "criterion": {"key": "MSELoss", "kwargs": {"reduction": "mean"}},
@@ -108,24 +156,31 @@ def _hint_term(hp: Doc) -> Doc:
         "weight": hp["weight"]}}
 
 
+def _own_terms(method: str, hp: Doc, max_points: int) -> Doc:
+    """The method's terms besides CE (or KD)."""
+    if method == "fitnets":
+        return _hint_term(hp)
+    if method == "at":
+        return _at_term(hp)
+    if method in ("pkt", "sp", "rkd"):
+        return _relational_term(method, hp)
+    return _geo_terms(method, hp, max_points)
+
+
 def criterion_terms(spec: Spec) -> Doc:
     """The ``WeightedSumLoss`` ``sub_terms`` of the ``Spec``'s method."""
     m, hp, max_points = spec.method, spec.hp, spec.recipe.max_points
-    if m == "ce":
+    if m in ("ce", "ce_reserve"):
         return _ce_term()
     if m == "kd":
         return _kd_term(hp)
-    if m == "fitnets":
-        return {**_ce_term(), **_hint_term(hp)}
-    if m == "at":
-        return {**_ce_term(), **_at_term(hp)}
-    if m in GEOKT_KD_METHODS:
-        return {**_kd_term(hp["kd"]), **_geo_terms(geo_method_of(m), hp["geo"], max_points)}
-    return {**_ce_term(), **_geo_terms(m, hp, max_points)}
+    if m in COMBINED_KD:
+        return {**_kd_term(hp["kd"]), **_own_terms(base_method(m), hp["base"], max_points)}
+    return {**_ce_term(), **_own_terms(base_method(m), hp, max_points)}
 
 
 def _fitnets_student(spec: Spec) -> Doc:
-    layer = spec.hp["layer"]
+    layer = (spec.hp["base"] if spec.method in COMBINED_KD else spec.hp)["layer"]
     idx = ALL_LAYERS.index(layer)
     cin, cout = MODELS[spec.student].channels[idx], MODELS[spec.teacher].channels[idx]
     adapter = {"path": f"student_model.{layer}", "io": "output", "in_channels": cin, "out_channels": cout}
@@ -143,7 +198,7 @@ def _model_entries(spec: Spec, hooks: Doc) -> Doc:
 
     if spec.teacher is None:
         return {"model": entry({"input": [], "output": []}, True)}
-    student = _fitnets_student(spec) if spec.method == "fitnets" else entry(hooks, True)
+    student = _fitnets_student(spec) if base_method(spec.method) == "fitnets" else entry(hooks, True)
     return {"teacher": entry(hooks, False), "student": student}
 
 
@@ -151,7 +206,7 @@ def config_document(spec: Spec) -> tuple[Doc, dict[str, object]]:
     """The config of ``spec`` and its shared parts (anchor name -> object)."""
     r = spec.recipe
     eval_sampler, eval_loader = _sampler("SequentialSampler"), dict(r.eval_loader)
-    hooks: Doc = {"input": [], "output": hooked_layers(spec)}
+    hooks = hooks_of(spec)
     wd = spec.weight_decay if spec.weight_decay is not None else r.weight_decay
     train = {
         "log_freq": 100,
@@ -167,6 +222,8 @@ def config_document(spec: Spec) -> tuple[Doc, dict[str, object]]:
     }
     document: Doc = {"dependencies": [{"name": "geokt_plugin"}], "datasets": datasets_section(spec),
                      "models": models_section(spec), "train": train}
+    if spec.agreement_with is not None:
+        document["geokt_agreement"] = agreement_section(spec)
     # torchdistill's example script requires test:; a run without a test split evaluates its validation split there
     document["test"] = {"test_data_loader": {"dataset_id": "test" if spec.test else "val", "sampler": eval_sampler,
                                              "kwargs": eval_loader}}

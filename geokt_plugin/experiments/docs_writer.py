@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from .cells import all_specs
 from .matrix import (
     FMNIST,
     FMNIST_INSTRUCTORS,
     METHOD_TITLES,
     PAPER_KEY,
     ROOT,
+    SEEDS,
+    SPLIT_SEED,
     SWEEP_SEED,
     Recipe,
     Spec,
-    all_specs,
 )
 
 __all__ = ["REPRODUCING", "TABLE_END", "TABLE_START", "readme", "reproducing_table", "with_reproducing_table"]
@@ -33,19 +35,23 @@ BIBTEX = """@article{theodorakopoulos2021geometric,
 EXPERIMENT_INTRO = {
     "instructors": "Instructor training (CE only). Train these first: every student config's `src_ckpt` names "
                    "the `best.pt` these runs write. Instructors use one seed (0).",
-    "smaller_model": "Claim 1, transfer to a smaller model; claim 4 (synergy with KD) is the `geokt_rank_kd` row "
-                     "against `kd` and `geokt_rank`.",
+    "smaller_model": "Claim 1, transfer to a smaller model, for every method; claim 4 (synergy with KD) is the "
+                     "GeoKT + KD row against KD and the GeoKT row, beside FitNets + KD against KD. `ce_reserve` "
+                     "(CE on the instructor's images too) and the randomly initialised instructor are controls.",
+    "convergence": "The convergence check: CE and the best GeoKT loss with twice the student schedule, on the "
+                   "sweep seed, to compare with the same seed at the standard schedule.",
     "across_architectures": "Claim 2, transfer between different architectures (the instructor's channel counts "
                             "differ from the student's; the geometric losses need no projection, FitNets needs its "
                             "adapter). Claim 4 again through `geokt_rank_kd`.",
     "external_data": "Claim 3, transfer from an instructor trained on other data. KD cannot apply (different label "
                      "spaces), so only feature-based methods are compared with CE.",
-    "limited_data": "Claim 5, training with limited data: the methods below on 10/20/50/100% of the training "
-                    "images (nested class-balanced subsets). The `_frac100` configs equal the `smaller_model` ones; "
-                    "the Fashion-MNIST suite trains them once and links the run directories.",
-    "sweep": "The validation sweep that chose the loss weights and knobs of every method (same number of settings "
-             "per method, one seed, chosen by final validation top-1; the test set is never looked at). Results: "
-             "`docs/reproducing.md`, section Sweep. Run with `bash scripts/run_fashion_mnist_suite.sh sweep`.",
+    "limited_data": "Claim 5, training with limited data: the methods below on a fraction of the training "
+                    "images (nested class-balanced subsets of each seed's images); on Fashion-MNIST 50%, compared "
+                    "with CE on all of them (the smaller_model cell). CIFAR-10: 10/20/50/100%.",
+    "sweep": "The validation sweep that chose the loss weights and knobs of every method (three weights around a "
+             "calibrated centre per method, six KD settings; one seed not used for reporting; chosen by final "
+             "validation top-1; the test set is never looked at). Results: `docs/reproducing.md`, section Sweep. "
+             "Run with `make suite` (or `python -m geokt_plugin.experiments run sweep`).",
 }
 CIFAR_INSTRUCTORS_INTRO = (
     "Optional instructor training (CE only, one seed). The student configs load torchdistill's released weights "
@@ -67,12 +73,14 @@ CIFAR_RECIPE_TEXT = (
 
 def _fmnist_sizing() -> str:
     r = FMNIST
-    ins = ", ".join(f"{k} {v.images} images x {v.epochs} epochs" for k, v in FMNIST_INSTRUCTORS.items())
-    return (f"students train on {r.student_images} class-balanced images for {r.epochs} epochs (MultiStepLR "
-            f"{list(r.milestones)}), validated on {r.val_size} held-out training images, tested on a class-balanced "
-            f"2000-image subset of the official test set; instructors: {ins}. Geometric losses sample "
-            f"`max_points: {r.max_points}` positions (layer1 and layer2). SGD lr 0.1, momentum 0.9, weight decay "
-            "1e-4, batch 64, crop + flip.")
+    ins = ", ".join(f"{k} x {v.epochs} epochs" for k, v in FMNIST_INSTRUCTORS.items())
+    batch = r.train_loader["batch_size"]
+    return (f"{r.val_size} training images are the validation split and {r.reserve:,} more are the instructors' "
+            f"reserve (both fixed, seed {SPLIT_SEED}); each student seed draws its own {r.student_images} "
+            f"class-balanced images from the rest (`seed: run`), trains for {r.epochs} epochs (MultiStepLR "
+            f"{list(r.milestones)}) at batch {batch}, and is tested on the full 10,000-image official test set. "
+            f"Instructors train on the reserve only: {ins}. Geometric losses sample `max_points: {r.max_points}` "
+            "positions. SGD lr 0.1, momentum 0.9, weight decay 1e-4, crop + flip.")
 
 
 def _script_commands(rel: str, specs: list[Spec], cpu: str) -> list[str]:
@@ -89,8 +97,9 @@ def _commands(recipe: Recipe, experiment: str, specs: list[Spec]) -> list[str]:
     rel = f"configs/official/{recipe.name}/{PAPER_KEY}/{experiment}"
     fm = recipe is FMNIST
     seed = "0" if experiment == "instructors" else "$S"
+    seeds = " ".join(str(s) for s in SEEDS) if fm else "0 1 2"
     lines = ["## Commands", "", "One process" + (" on CPU" if fm else " (GPU if present; add `--device cpu` for CPU)")
-             + ", for each seed S in 0 1 2" + (" (instructors: seed 0 only)" if experiment == "instructors" else "")
+             + f", for each seed S in {seeds}" + (" (instructors: seed 0 only)" if experiment == "instructors" else "")
              + ":", "", "```bash"]
     cpu = " --device cpu" if fm else ""
     lines += [f"geokt-train --config {rel}/{s.stem}.yaml --run-dir runs/{s.run_name}/seed{seed} --seed {seed}{cpu}"
@@ -133,12 +142,13 @@ def reproducing_table() -> str:
     """The docs/reproducing.md table: one row per official config (experiment, metric, seeds, hardware, logs)."""
     rows = ["| config | experiment | metric | seeds | hardware | run dir and log |", "|---|---|---|---|---|---|"]
     for spec in all_specs():
-        if spec.experiment == "sweep":
+        if spec.experiment in ("sweep", "convergence"):
             seeds, metric = f"{SWEEP_SEED}", "final val top-1 (no test)"
         elif spec.experiment == "instructors":
             seeds, metric = "0", "val top-1 (final, best); test top-1 of best.pt"
         else:
-            seeds, metric = "0, 1, 2", "val top-1 (final, best); test top-1 of best.pt"
+            seeds = ", ".join(str(s) for s in SEEDS) if spec.recipe is FMNIST else "0, 1, 2"
+            metric = "val top-1 (final, best); test top-1 of best.pt"
         state = "ran" if spec.recipe is FMNIST else "not run here"
         rows.append(f"| [`{spec.stem}`](../configs/official/{spec.relpath}) | {spec.recipe.name}/{spec.experiment} | "
                     f"{metric} | {seeds} ({state}) | {spec.recipe.hardware} | `runs/{spec.run_name}/seed<S>[.log]` |")

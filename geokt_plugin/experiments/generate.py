@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .cells import all_specs
 from .configs import render
 from .docs_writer import REPRODUCING, readme, with_reproducing_table
-from .matrix import OFFICIAL, PAPER_KEY, RECIPES, ROOT, Spec, all_specs
+from .matrix import OFFICIAL, PAPER_KEY, RECIPES, ROOT, Spec
 
 __all__ = ["generated_files", "write_generated"]
 

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the source checkout: configs/ and 
 OFFICIAL = ROOT / "configs" / "official"
 RUNS = Path("runs")  # relative: the CLI works from ROOT
 PAPER_KEY = "theodorakopoulos2021"
-SEEDS = (0, 1, 2)
-SWEEP_SEED = 100  # the sweep's own seed, so the reported seeds 0-2 are not the ones the choice was made on
+SEEDS = (0, 1, 2, 3, 4)  # each seed also draws its own student images (datasets `seed: run`)
+SWEEP_SEED = 100  # the sweep's own seed (and images), so the reported seeds are not the ones the choice was made on
+SPLIT_SEED = 0  # draws the validation images and the instructors' reserve: fixed for every run
 
 # ------------------------------------------------------------------------------------------------------------------
 # Hyperparameters. CHOSEN holds the values picked by the Fashion-MNIST validation sweep (docs/reproducing.md,
@@ -36,53 +37,88 @@ GEOKT_LOSSES: dict[str, tuple[str, dict[str, Any]]] = {f"geokt_{s.name}": (s.key
 GEOKT_METHODS = tuple(GEOKT_LOSSES)
 ALL_LAYERS = ("layer1", "layer2", "layer3")
 
-CHOSEN: dict[str, dict[str, Any]] = {
-    "kd": {"temperature": 4.0, "alpha": 0.5},
-    "at": {"weight": 250.0, "layers": ("layer2", "layer3")},
-    "fitnets": {"weight": 10.0, "layer": "layer2"},
-    "geokt_distance": {"weight": 30.0, "layers": ALL_LAYERS},
-    "geokt_kl": {"weight": 3.0, "layers": ALL_LAYERS},
-    "geokt_rank": {"weight": 1.0, "layers": ALL_LAYERS},
-    "geokt_nac": {"weight": 300.0, "layers": ALL_LAYERS},
+# Centres of the weight grids: each method's weight chosen so that at the first batch (seed-100 images, the trained
+# resnet20 instructor, an untrained resnet8) the weighted term is as large as CE, rounded to the 1-3-10 ladder
+# (scripts/calibrate_weights.py prints the measurement). The grid is the centre x {1/3, 1, 3}.
+CENTRES: dict[str, float] = {
+    "fitnets": 1.0, "at": 300.0, "pkt": 10000.0, "sp": 10000.0, "rkd": 10.0,
+    "geokt_distance": 10.0, "geokt_kl": 1.0, "geokt_rank": 0.3, "geokt_nac": 100.0,
 }
+LAYERED = {"fitnets": {"layer": "layer2"}, "at": {"layers": ALL_LAYERS}, "sp": {"layer": "layer3"},
+           "rkd": {"layer": "avgpool"}, "pkt": {"layer": "fc"},
+           **{m: {"layers": ALL_LAYERS} for m in GEOKT_METHODS}}
+GRID = (1 / 3, 1.0, 3.0)
+
+
+def _weight_grid(method: str, factors: Sequence[float] = GRID) -> list[tuple[str, dict[str, Any]]]:
+    """``(tag, hyperparameters)`` for the centre's weight times each factor (3 significant digits)."""
+    weights = [float(f"{CENTRES[method] * f:.3g}") for f in factors]
+    return [(f"w{w:g}", {"weight": w, **LAYERED[method]}) for w in weights]
+
 
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "kd": [("T4_a0.9", {"temperature": 4.0, "alpha": 0.9}), ("T4_a0.5", {"temperature": 4.0, "alpha": 0.5})],
-    "at": [(f"w{w:g}", {"weight": w, "layers": ("layer2", "layer3")}) for w in (250.0, 1000.0)],
-    "fitnets": [(f"w{w:g}", {"weight": w, "layer": "layer2"}) for w in (1.0, 10.0)],
-    "geokt_distance": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (10.0, 30.0)],
-    "geokt_kl": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (1.0, 3.0)],
-    "geokt_rank": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (1.0, 3.0)],
-    # NAC's values are ~1e-3, so its grid spans two decades; 300 came out inside it (docs/reproducing.md, "Sweep").
-    "geokt_nac": [(f"w{w:g}", {"weight": w, "layers": ALL_LAYERS}) for w in (30.0, 100.0, 300.0, 1000.0, 3000.0)],
+    "ce": [("base", {})],  # no knob: the reference every setting is read against, and the convergence check's pair
+    "kd": [(f"T{t:g}_a{a:g}", {"temperature": t, "alpha": a}) for t in (2.0, 4.0) for a in (0.1, 0.5, 0.9)],
+    **{m: _weight_grid(m) for m in CENTRES},
 }
+
+# The sweep's choice per method (highest final validation top-1 of the seed-100 run; docs/reproducing.md, "Sweep"),
+# used by every student config, the CIFAR-10 ones included (carried over, not tuned on CIFAR-10).
+CHOSEN: dict[str, dict[str, Any]] = {
+    "kd": {"temperature": 4.0, "alpha": 0.5},
+    **{m: {"weight": CENTRES[m], **LAYERED[m]} for m in CENTRES},
+}
+# The GeoKT loss and the feature baseline with the best sweep result: the ones the secondary experiments train.
+BEST_GEOKT = "geokt_rank"
+BEST_BASELINE = "fitnets"
 
 METHOD_TITLES = {
     "ce": "CE only (no instructor)",
+    "ce_reserve": "CE only, trained on the student's images plus the instructor's 5,000 (what the extra labels alone "
+                  "buy)",
     "kd": "KD (Hinton et al.), torchdistill `KDLoss`",
     "fitnets": "FitNets, single-stage hint (1x1 conv+BN adapter, `MSELoss`) + CE",
     "at": "AT (Zagoruyko & Komodakis), torchdistill `ATLoss`, `mode: code` + CE",
+    "pkt": "PKT (Passalis & Tefas), torchdistill `PKTLoss` on the penultimate features + CE",
+    "sp": "SP (Tung & Mori), torchdistill `SPKDLoss` on the last stage + CE",
+    "rkd": "RKD (Park et al.), torchdistill `RKDLoss` (distance 1, angle 2) on the penultimate features + CE",
     "geokt_distance": "GeoKT distance loss (`GeoKTDistanceLoss`) + CE",
     "geokt_kl": "GeoKT neighbour-KL loss (`GeoKTNeighborKLLoss`) + CE",
     "geokt_rank": "GeoKT neighbour-rank loss (`GeoKTNeighborRankLoss`) + CE",
     "geokt_nac": "GeoKT neighbourhood affinity contrast (`GeoKTNeighborhoodContrastLoss`, the authors' later "
                  "formulation) + CE",
-    "geokt_rank_kd": "GeoKT neighbour-rank loss + KD",
-    "geokt_nac_kd": "GeoKT neighbourhood affinity contrast + KD",
 }
-# GeoKT losses that also get a "+ KD" method, named "<method>_kd": KD's terms plus the loss at its chosen weight.
-KD_COMBINED = ("geokt_rank", "geokt_nac")
-GEOKT_KD_METHODS = tuple(f"{m}_kd" for m in KD_COMBINED)
-DISTILL_METHODS = ("kd", "fitnets", "at", *GEOKT_METHODS, *GEOKT_KD_METHODS)
-NO_LOGIT_METHODS = ("fitnets", "at", *GEOKT_METHODS)  # usable across label spaces
+BASELINES = ("fitnets", "at", "pkt", "sp", "rkd")  # torchdistill's built-in feature and relational methods
+# "<method>_kd": KD's terms plus the method's own term at its chosen weight (no CE term; KD's alpha holds it).
+KD_COMBINED = ("geokt_rank", "geokt_nac", "fitnets")
+COMBINED_KD = tuple(f"{m}_kd" for m in KD_COMBINED)
+# "<method>_random": the method from a randomly initialised instructor (the control for knowledge vs regulariser).
+RANDOM_CONTROL = ("geokt_rank",)
+RANDOM_METHODS = tuple(f"{m}_random" for m in RANDOM_CONTROL)
+for _m in KD_COMBINED:
+    METHOD_TITLES[f"{_m}_kd"] = METHOD_TITLES[_m].removesuffix(" + CE") + " + KD"
+for _m in RANDOM_CONTROL:
+    METHOD_TITLES[f"{_m}_random"] = METHOD_TITLES[_m] + ", from a randomly initialised instructor (control)"
+GEOKT_KD_METHODS = COMBINED_KD  # kept name: every "+ KD" method
+DISTILL_METHODS = ("kd", *BASELINES, *GEOKT_METHODS, *COMBINED_KD)
+NO_LOGIT_METHODS = (*BASELINES, *GEOKT_METHODS)  # usable across label spaces
 _missing = [f"{table} lacks {m!r}" for m in GEOKT_METHODS
             for table, entries in (("CHOSEN", CHOSEN), ("SWEEP", SWEEP), ("METHOD_TITLES", METHOD_TITLES))
             if m not in entries]
 if _missing:
     raise ValueError(f"geokt_plugin.experiments: the LossSpec table has losses the experiment matrix does not: "
                      f"{'; '.join(_missing)}. Add them to geokt_plugin/experiments/matrix.py.")
-LIMITED_METHODS = ("ce", "kd", "geokt_rank", "geokt_rank_kd", "geokt_nac", "geokt_nac_kd")
-FRACTIONS = (10, 20, 50, 100)
+# The Fashion-MNIST suite's cells (the CIFAR-10 configs keep the v1 method lists: DISTILL_METHODS without the peers).
+MAIN_METHODS = ("ce", "ce_reserve", "kd", *BASELINES, *GEOKT_METHODS, f"{BEST_GEOKT}_kd", "fitnets_kd",
+                *RANDOM_METHODS)
+ACROSS_METHODS = (BEST_GEOKT, BEST_BASELINE, f"{BEST_GEOKT}_kd")
+EXTERNAL_METHODS = ("ce", BEST_GEOKT, BEST_BASELINE)
+LIMITED_METHODS = ("ce", BEST_GEOKT, f"{BEST_GEOKT}_kd")
+FRACTIONS = (50,)
+CIFAR_DISTILL = ("kd", "fitnets", "at", *GEOKT_METHODS, "geokt_rank_kd", "geokt_nac_kd")
+CIFAR_NO_LOGIT = ("fitnets", "at", *GEOKT_METHODS)
+CIFAR_LIMITED = ("ce", "kd", "geokt_rank", "geokt_rank_kd", "geokt_nac", "geokt_nac_kd")
+CIFAR_FRACTIONS = (10, 20, 50, 100)
 
 # ------------------------------------------------------------------------------------------------------------------
 # Models and datasets
@@ -131,6 +167,7 @@ class Recipe:
     max_points: int
     hardware: str
     test_kwargs: dict[str, Any] = field(default_factory=dict)  # extra kwargs of the test split
+    reserve: int = 0  # training images held out for instructors; with it, students draw their images per seed
 
 
 FMNIST = Recipe(
@@ -140,14 +177,14 @@ FMNIST = Recipe(
     root_kwargs={},
     student_images=1000,
     val_size=1000,
-    epochs=8,
-    milestones=(4, 6),
+    epochs=15,
+    milestones=(8, 12),
     train_loader={"batch_size": 32, "num_workers": 0, "drop_last": False},
-    eval_loader={"batch_size": 100, "num_workers": 0},
+    eval_loader={"batch_size": 200, "num_workers": 0},
     weight_decay=1e-4,
     max_points=128,
     hardware="2 CPU cores, 1 torch thread per run",
-    test_kwargs={"subset_size": 2000, "seed": 0},
+    reserve=5000,
 )
 CIFAR10 = Recipe(
     name="cifar10",
@@ -169,12 +206,12 @@ RECIPES = {r.name: r for r in (FMNIST, CIFAR10)}
 
 @dataclass(frozen=True)
 class FmnistInstructor:
-    """A Fashion-MNIST instructor: more images than a student (never the validation images), optional classes."""
+    """A Fashion-MNIST instructor: trained on the reserve (``Recipe.reserve`` images no student sees), optional
+    classes."""
 
     model: str
-    images: int
-    epochs: int = 8
-    milestones: tuple[int, ...] = (4, 6)
+    epochs: int = 15
+    milestones: tuple[int, ...] = (8, 12)
     classes: tuple[int, ...] | None = None
 
 
@@ -188,9 +225,9 @@ class CifarInstructor:
 
 
 FMNIST_INSTRUCTORS = {
-    "resnet20": FmnistInstructor("resnet20", images=5000),
-    "wide_resnet10_2": FmnistInstructor("wide_resnet10_2", images=4000),
-    "resnet20_classes0-4": FmnistInstructor("resnet20", images=2500, classes=(0, 1, 2, 3, 4)),
+    "resnet20": FmnistInstructor("resnet20"),
+    "wide_resnet10_2": FmnistInstructor("wide_resnet10_2"),
+    "resnet20_classes0-4": FmnistInstructor("resnet20", classes=(0, 1, 2, 3, 4)),
 }
 FMNIST_INSTRUCTOR_LOADER = {"batch_size": 64, "num_workers": 0, "drop_last": False}
 CIFAR_INSTRUCTORS = {
@@ -212,25 +249,9 @@ CIFAR100_DATA = {"builder": "geokt_plugin.data.cifar100",
 EXTERNAL_STUDENT_CLASSES = (5, 6, 7, 8, 9)  # Fashion-MNIST: the student learns the other half of the classes
 INSTRUCTOR_NOTE = "Instructor training (CE). Its best.pt is the src_ckpt of the students."
 
-# The suite trains these after every other cell has its 3 seeds (phase "students" = "core" then "extra"), so on a
-# busy machine the main comparison finishes first.
-EXTRA_CELLS = {
-    f"{FMNIST.name}/{PAPER_KEY}/{e}/{stem}.yaml" for e, stem in [
-        ("smaller_model", "geokt_distance-resnet8_from_resnet20"),
-        ("smaller_model", "geokt_kl-resnet8_from_resnet20"),
-        ("across_architectures", "fitnets-resnet8_from_wide_resnet10_2"),
-        ("limited_data", "ce-resnet8_frac20"),
-        ("limited_data", "kd-resnet8_from_resnet20_frac20"),
-        ("limited_data", "geokt_rank_kd-resnet8_from_resnet20_frac20"),
-        ("across_architectures", "at-resnet8_from_wide_resnet10_2"),
-        ("across_architectures", "geokt_distance-resnet8_from_wide_resnet10_2"),
-        ("across_architectures", "geokt_kl-resnet8_from_wide_resnet10_2"),
-        ("external_data", "fitnets-resnet8_from_resnet20_classes0-4"),
-        ("external_data", "geokt_distance-resnet8_from_resnet20_classes0-4"),
-        ("external_data", "geokt_kl-resnet8_from_resnet20_classes0-4"),
-        *(("limited_data", f"geokt_rank-resnet8_from_resnet20_frac{f}") for f in (10, 20, 50)),
-    ]
-}
+CE_RESERVE_EPOCHS, CE_RESERVE_MILESTONES = 5, (3, 4)  # 6,000 images: ~2x a student's optimizer steps
+CONVERGENCE_EPOCHS, CONVERGENCE_MILESTONES = 30, (16, 24)  # twice the schedule: is the student schedule converged?
+CONVERGENCE_METHODS = ("ce", BEST_GEOKT)
 
 # ------------------------------------------------------------------------------------------------------------------
 # The configs
@@ -255,6 +276,9 @@ class Spec:
     classes: tuple[int, ...] | None = None
     fraction: float | None = None
     images: int | None = None  # overrides recipe.student_images (instructors)
+    pool: str = "student"  # the training images' pool: "student", "reserve" (instructors), "student+reserve"
+    random_teacher: bool = False  # the instructor keeps its random initialisation (no src_ckpt)
+    agreement_with: str | None = None  # instructor name whose geometry the run's agreement probe measures
     epochs: int | None = None
     milestones: tuple[int, ...] | None = None
     weight_decay: float | None = None
@@ -278,7 +302,7 @@ class Spec:
     @property
     def dst_ckpt(self) -> str:
         """``models.student_model.dst_ckpt``: the ``best.pt`` of the run directory of the config's first seed."""
-        seed = SWEEP_SEED if self.experiment == "sweep" else SEEDS[0]
+        seed = SWEEP_SEED if self.experiment in ("sweep", "convergence") else SEEDS[0]
         return f"{RUNS}/{self.run_name}/seed{seed}/best.pt"
 
 
@@ -287,111 +311,9 @@ def instructor_dir(recipe: Recipe, name: str) -> str:
     return f"{RUNS}/{recipe.name}/{PAPER_KEY}/instructors/ce-{name}/seed0"
 
 
-def geo_method_of(kd_method: str) -> str:
-    """The GeoKT method inside a "+ KD" method (``geokt_rank_kd`` -> ``geokt_rank``)."""
-    return kd_method.removesuffix("_kd")
+def base_method(method: str) -> str:
+    """The method inside a "+ KD" or "random instructor" method (``geokt_rank_kd`` -> ``geokt_rank``)."""
+    return method.removesuffix("_kd").removesuffix("_random")
 
 
-def _method_hp(method: str) -> dict[str, Any]:
-    if method in GEOKT_KD_METHODS:
-        return {"kd": CHOSEN["kd"], "geo": CHOSEN[geo_method_of(method)]}
-    return dict(CHOSEN.get(method, {}))
-
-
-def student_specs(recipe: Recipe, experiment: str, title: str, student: str, teacher: str, teacher_name: str,
-                  methods: Sequence[str], *, teacher_classes: int = 10, num_classes: int = 10,
-                  classes: tuple[int, ...] | None = None, fraction: int | None = None,
-                  notes: tuple[str, ...] = ()) -> list[Spec]:
-    """One experiment's student configs, one per method (``ce`` has no instructor)."""
-    specs = []
-    suffix = f"_frac{fraction}" if fraction is not None else ""
-    released = RELEASED_INSTRUCTORS.get(teacher_name) if recipe is CIFAR10 else None
-    ckpt = None if released else f"{instructor_dir(recipe, teacher_name)}/best.pt"
-    for method in methods:
-        common = dict(recipe=recipe, experiment=experiment, student=student, method=method, num_classes=num_classes,
-                      classes=classes, fraction=None if fraction is None else fraction / 100, hp=_method_hp(method),
-                      title=title)
-        if method == "ce":
-            specs.append(Spec(stem=f"ce-{student}{suffix}", notes=notes, **common))
-        else:
-            more = (RELEASED_NOTE.format(model=released),) if released else ()
-            specs.append(Spec(stem=f"{method}-{student}_from_{teacher_name}{suffix}", teacher=teacher,
-                              teacher_ckpt=ckpt, released=released, teacher_classes=teacher_classes,
-                              notes=notes + more, **common))
-    return specs
-
-
-def _fmnist_instructor_specs() -> list[Spec]:
-    return [Spec(recipe=FMNIST, experiment="instructors", stem=f"ce-{name}", title=f"instructor {name}",
-                 student=ins.model, method="ce", num_classes=len(ins.classes) if ins.classes else 10,
-                 classes=ins.classes, images=ins.images, epochs=ins.epochs, milestones=ins.milestones,
-                 train_loader=FMNIST_INSTRUCTOR_LOADER, notes=(INSTRUCTOR_NOTE,))
-            for name, ins in FMNIST_INSTRUCTORS.items()]
-
-
-def _sweep_specs() -> list[Spec]:
-    teacher = "resnet20"
-    return [Spec(recipe=FMNIST, experiment="sweep", stem=f"{method}-resnet8_from_{teacher}__{tag}",
-                 title=f"validation sweep, setting {tag}", student="resnet8", method=method, teacher=teacher,
-                 teacher_ckpt=f"{instructor_dir(FMNIST, teacher)}/best.pt", hp=hp, test=False,
-                 notes=("Sweep run: pick by final validation top-1 (never test); see docs/reproducing.md.",))
-            for method, settings in SWEEP.items() for tag, hp in settings]
-
-
-def fashion_mnist_specs() -> list[Spec]:
-    """The Fashion-MNIST configs: instructors, the four student experiments, the sweep."""
-    r = FMNIST
-    specs = _fmnist_instructor_specs()
-    specs += student_specs(r, "smaller_model", "smaller model: resnet8 from a resnet20 instructor", "resnet8",
-                           "resnet20", "resnet20", ("ce", *DISTILL_METHODS))
-    specs += student_specs(r, "across_architectures", "across architectures: resnet8 from a wide_resnet10_2 "
-                           "instructor", "resnet8", "wide_resnet10_2", "wide_resnet10_2", ("ce", *DISTILL_METHODS))
-    specs += student_specs(
-        r, "external_data", "external data: a resnet8 student on classes 5-9 from a resnet20 instructor trained on "
-        "classes 0-4", "resnet8", "resnet20", "resnet20_classes0-4", ("ce", *NO_LOGIT_METHODS), teacher_classes=5,
-        num_classes=5, classes=EXTERNAL_STUDENT_CLASSES,
-        notes=("KD does not apply: the instructor's 5 classes are not the student's.",))
-    for frac in FRACTIONS:
-        specs += student_specs(r, "limited_data", f"limited data: {frac}% of the student images, resnet8 from "
-                               "resnet20", "resnet8", "resnet20", "resnet20", LIMITED_METHODS, fraction=frac)
-    return specs + _sweep_specs()
-
-
-def _cifar_instructor_specs() -> list[Spec]:
-    r = CIFAR10
-    specs = []
-    for name, ins in CIFAR_INSTRUCTORS.items():
-        c100 = ins.dataset == "cifar100"
-        notes = [CIFAR_INSTRUCTOR_NOTE.format(ckpt=f"{instructor_dir(r, name)}/best.pt")]
-        if ins.weight_decay != r.weight_decay:
-            notes.append(f"Weight decay {ins.weight_decay} (the Wide ResNet paper's value) instead of "
-                         f"{r.weight_decay}.")
-        data = CIFAR100_DATA if c100 else {}
-        specs.append(Spec(
-            recipe=r, experiment="instructors", stem=f"ce-{name}",
-            title=f"instructor {name}" + (" on CIFAR-100" if c100 else ""), student=ins.model, method="ce",
-            num_classes=100 if c100 else 10, weight_decay=ins.weight_decay, notes=tuple(notes), **data))
-    return specs
-
-
-def cifar10_specs() -> list[Spec]:
-    """The CIFAR-10 configs: instructors (one on CIFAR-100) and the four student experiments."""
-    r = CIFAR10
-    specs = _cifar_instructor_specs()
-    specs += student_specs(r, "smaller_model", "smaller model: resnet20 from a resnet56 instructor", "resnet20",
-                           "resnet56", "resnet56", ("ce", *DISTILL_METHODS))
-    specs += student_specs(r, "across_architectures", "across architectures: resnet20 from a wide_resnet40_4 "
-                           "instructor", "resnet20", "wide_resnet40_4", "wide_resnet40_4", ("ce", *DISTILL_METHODS))
-    specs += student_specs(
-        r, "external_data", "external data: resnet20 on CIFAR-10 from a wide_resnet40_4 trained on CIFAR-100",
-        "resnet20", "wide_resnet40_4", "wide_resnet40_4_cifar100", ("ce", *NO_LOGIT_METHODS), teacher_classes=100,
-        notes=("KD does not apply: the instructor predicts CIFAR-100 classes.",))
-    for frac in FRACTIONS:
-        specs += student_specs(r, "limited_data", f"limited data: {frac}% of the training images, resnet20 from "
-                               "resnet56", "resnet20", "resnet56", "resnet56", LIMITED_METHODS, fraction=frac)
-    return specs
-
-
-def all_specs() -> list[Spec]:
-    """Every official config, Fashion-MNIST first."""
-    return fashion_mnist_specs() + cifar10_specs()
+geo_method_of = base_method  # the v1 name

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..rundir import RunDir
-from .matrix import EXTRA_CELLS, ROOT, RUNS, SEEDS, SWEEP_SEED, Spec, fashion_mnist_specs
+from .cells import fashion_mnist_specs
+from .matrix import ROOT, RUNS, SEEDS, SWEEP_SEED, Spec
 
 __all__ = ["PHASES", "Run", "Scheduler", "finished", "phase_specs", "plan", "run_phases"]
 
-PHASES = ("instructors", "sweep", "students", "core", "extra")
+PHASES = ("instructors", "sweep", "students", "convergence")
 # Students, most important first: a cut-short suite still covers every claim.
 STUDENT_ORDER = ("smaller_model", "limited_data", "across_architectures", "external_data")
 
@@ -48,17 +49,14 @@ class Run:
 
 
 def phase_specs(phase: str) -> list[Spec]:
-    """The configs of one phase: ``instructors``, ``sweep``, ``students`` (= ``core`` then ``extra``)."""
+    """The configs of one phase: ``instructors``, ``sweep``, ``students`` or ``convergence``."""
     specs = fashion_mnist_specs()
-    if phase in ("instructors", "sweep"):
+    if phase in ("instructors", "sweep", "convergence"):
         return [s for s in specs if s.experiment == phase]
-    if phase in ("students", "core", "extra"):
-        students = sorted((s for s in specs if s.experiment in STUDENT_ORDER),
-                          key=lambda s: STUDENT_ORDER.index(s.experiment))
-        if phase == "students":
-            return students
-        return [s for s in students if (s.relpath in EXTRA_CELLS) == (phase == "extra")]
-    raise ValueError(f"unknown phase {phase!r}; choose instructors, sweep or students (= core, then extra)")
+    if phase == "students":
+        return sorted((s for s in specs if s.experiment in STUDENT_ORDER),
+                      key=lambda s: STUDENT_ORDER.index(s.experiment))
+    raise ValueError(f"unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
 
 
 def _normalised(text: str) -> str:
@@ -72,9 +70,8 @@ def plan(phases: Sequence[str]) -> list[Run]:
     """The runs of the phases in order; students seed-major (every cell gets seed 0 before any gets seed 1)."""
     runs: list[Run] = []
     first: dict[tuple[str, int], Run] = {}
-    phases = [q for p in phases for q in (("core", "extra") if p == "students" else (p,))]
     for phase in phases:
-        seeds = {"instructors": (0,), "sweep": (SWEEP_SEED,)}.get(phase, SEEDS)
+        seeds = {"instructors": (0,), "sweep": (SWEEP_SEED,), "convergence": (SWEEP_SEED,)}.get(phase, SEEDS)
         specs = phase_specs(phase)
         for seed in seeds:
             for spec in specs:

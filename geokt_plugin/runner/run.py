@@ -1,5 +1,6 @@
 """One run, as a fixed sequence of named steps: config -> settings -> lock -> run dir -> accelerator -> models ->
-box and session -> resume -> outputs -> instructor -> epochs -> finish (or, with ``test_only``, evaluate and stop).
+box and session -> resume -> probe -> outputs -> instructor -> epochs -> finish (or, with ``test_only``, evaluate
+and stop).
 
 Callable from Python: ``geokt_plugin.runner.run(RunOptions(config="configs/smoke/kd.yaml"))``.
 """
@@ -20,6 +21,7 @@ import torch
 from .. import rundir
 from ..config import ConfigError, check_config, check_run_dir, load_config
 from ..config.stages import stage_keys
+from ..probes import AGREEMENT_PREFIX
 from .boxes import build_box
 from .build import build_model
 from .checkpoint import FIX_LAST, Checkpoint, load_state_into, save_torchdistill_ckpt
@@ -31,10 +33,11 @@ from .loop import EpochPlan, EpochTotals, evaluate, train_epoch
 from .options import RunOptions
 from .outputs import write_outputs
 from .previous import PreviousOutputs
+from .probe import AgreementProbe, build_probe
 from .records import MetricsLog
 from .rng import rng_state, set_rng_state
 from .session import Session
-from .settings import RunSettings, check_device_and_precision, check_effective_precision
+from .settings import DEFAULT_SEED, RunSettings, check_device_and_precision, check_effective_precision, publish_run_seed
 
 __all__ = ["run"]
 
@@ -63,6 +66,7 @@ class _Run:
     grad_steps: int = 0
     teacher_acc: float | None = None
     skipped_total: int = 0
+    probe: AgreementProbe | None = None  # the geokt_agreement probe, on the main process only
 
     def __post_init__(self) -> None:
         ckpt = self.previous.checkpoint if self.previous is not None else None
@@ -98,6 +102,8 @@ def run(options: RunOptions) -> dict:
         logger.setLevel(logging.DEBUG if options.debug else logging.INFO)
     config, text = load_and_check_config(options)
     settings = RunSettings.resolve(options, config)
+    if publish_run_seed(settings.seed):  # the config's own seed: its `seed: run` datasets are drawn again with it
+        config, text = load_and_check_config(options)
     check_device_and_precision(options)
     if options.check:
         if options.test_only:
@@ -127,6 +133,7 @@ def run(options: RunOptions) -> dict:
 
 def load_and_check_config(options: RunOptions) -> tuple[dict, str]:
     """The config (``--epochs`` applied) and its text, validated before anything is built or written."""
+    publish_run_seed(options.seed if options.seed is not None else DEFAULT_SEED)
     config = load_config(options.config, trust_config=options.trust_config)
     try:
         text = options.config.read_text()  # kept: --overwrite may move the file away when it is the run's copy
@@ -244,9 +251,11 @@ def already_done(state: _Run) -> dict:
 
 
 def train_and_finish(state: _Run, stack: contextlib.ExitStack) -> dict:
-    """Outputs, instructor, the remaining epochs, the finish; ``--overwrite``'s previous outputs come back on a
-    failure before the first checkpoint."""
+    """Agreement probe, outputs, instructor, the remaining epochs, the finish; ``--overwrite``'s previous outputs come
+    back on a failure before the first checkpoint."""
     try:
+        if state.is_main:  # built before anything is written: a bad reference fails first
+            state.probe = build_probe(state.config, state.session.box, state.accelerator.device)
         write_outputs(state, stack)
         if state.start_epoch >= state.session.box.num_epochs:
             if state.is_main:
@@ -306,6 +315,8 @@ def end_epoch(state: _Run, epoch: int, local: EpochTotals) -> None:
     val_acc = evaluate(box.plain_student, box.val_data_loader, accelerator) \
         if box.val_data_loader is not None else float("nan")
     row = _epoch_row(epoch, box.stage, totals, val_acc)
+    if state.probe is not None:  # main only: the other ranks' rows are never written
+        row.update(state.probe.measure(box.plain_student))
     improved = not math.isnan(val_acc) and val_acc > state.best_acc
     if improved:
         state.best_acc, state.best_epoch = val_acc, epoch + 1
@@ -371,8 +382,9 @@ def _log_epoch(state: _Run, row: dict, epoch: int) -> None:
             state.writer.add_scalar(key if "/" in key else f"epoch/{key}", value, epoch + 1)
     state.writer.flush()
     terms = " ".join(f"{k[len(rundir.TERM_PREFIX):]} {row[k]:.4f}" for k in row if k.startswith(rundir.TERM_PREFIX))
+    agree = " ".join(f"{k[len(AGREEMENT_PREFIX):]} {row[k]:.3f}" for k in row if k.startswith(AGREEMENT_PREFIX))
     skipped = row["skipped_steps"]
-    logger.info("epoch %d/%d loss %.4f %s| train %.2f val %.2f | %.1fs %.0f img/s%s", epoch + 1,
+    logger.info("epoch %d/%d loss %.4f %s| train %.2f val %.2f%s | %.1fs %.0f img/s%s", epoch + 1,
                 state.session.box.num_epochs, row.get("train_loss", float("nan")), terms + " " if terms else "",
-                row["train_acc"], row["val_acc"], row["epoch_time_s"], row["images_per_s"],
-                f" | skipped {skipped}" if skipped else "")
+                row["train_acc"], row["val_acc"], f" | agree {agree}" if agree else "", row["epoch_time_s"],
+                row["images_per_s"], f" | skipped {skipped}" if skipped else "")

@@ -11,9 +11,13 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
+from ..data.subsets import RUN_SEED_ENV
 from .options import MAX_SEED, RunOptions
 
-__all__ = ["RunSettings", "check_device_and_precision", "check_effective_precision"]
+__all__ = ["DEFAULT_SEED", "RunSettings", "check_device_and_precision", "check_effective_precision",
+           "publish_run_seed"]
+
+DEFAULT_SEED = 0  # without --seed and without a config `seed:`
 
 _FP16_CPU = ("fp16 needs a GPU: on the CPU accelerate would silently train in fp32 while the run records fp16. Use "
              "--mixed-precision bf16 (CPU autocast) or 'no', or run on a GPU.")
@@ -30,10 +34,17 @@ class RunSettings:
     @classmethod
     def resolve(cls, options: RunOptions, config: Mapping) -> RunSettings:
         """The settings of ``options`` over ``config``; a bad config value is a :class:`ConfigError`."""
-        seed = options.seed if options.seed is not None else _config_int(config, "seed", 0, 0, MAX_SEED)
+        seed = options.seed if options.seed is not None else _config_int(config, "seed", DEFAULT_SEED, 0, MAX_SEED)
         train = config.get("train") if isinstance(config.get("train"), Mapping) else {}
         log_freq = _config_int(train, "log_freq", 0, 0, None, where="train.log_freq")
         return cls(seed=seed, log_every=options.log_every or log_freq or 50)
+
+
+def publish_run_seed(seed: int) -> bool:
+    """Put the run's seed where ``seed: run`` datasets read it (``GEOKT_RUN_SEED``); True if it changed."""
+    changed = os.environ.get(RUN_SEED_ENV) != str(seed)
+    os.environ[RUN_SEED_ENV] = str(seed)
+    return changed
 
 
 def _config_int(section: Mapping, key: str, default: int, low: int, high: int | None, where: str | None = None) -> int:
