@@ -3,14 +3,15 @@
 Order: the config's shape; the device; the dependencies (imported, so their registry keys exist); ``seed`` and
 ``log_freq``; the models; the datasets; then per stage: ``num_epochs``, the loaders (one batch each), the
 processes, the teacher/student sections, the criterion, the optimizer and a dry run of its scheduler, what each role
-hooks, what each loss reads, one dummy forward, and (when nothing else is wrong) each loss term on one batch; last
-the ``test`` section.
+hooks, what each loss reads, one dummy forward, and (when nothing else is wrong) each loss term on one batch; then
+the ``test`` section; last the optional ``geokt_agreement`` section.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .agreement_check import check_agreement
 from .context import CheckContext
 from .criterion_check import check_criterion
 from .datasets_check import check_datasets
@@ -73,6 +74,7 @@ def check_config(
         for sp, stage in stages(ctx, config["train"]):
             _check_stage(ctx, sp, stage)
     check_test(ctx, config)
+    check_agreement(ctx, config)
     report.raise_if_problems(config_path)
     return report.notes
 

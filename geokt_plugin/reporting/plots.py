@@ -1,20 +1,23 @@
-"""The report's PNGs: validation curves per experiment and accuracy against the data fraction.
+"""The report's PNGs: validation curves per experiment, accuracy against the data fraction, and the geometric
+agreement per layer.
 
-matplotlib (the ``plots`` extra) is imported inside :func:`write_plots` only, so the rest of the package never
-needs it.
+matplotlib (the ``plots`` extra) is imported inside :func:`write_plots` and :func:`agreement_plot` only, so the rest
+of the package never needs it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..probes import AGREEMENT_PREFIX
 from .records import Cell
 
-__all__ = ["write_plots"]
+__all__ = ["agreement_plot", "write_plots"]
 
 
 def _safe(name: str) -> str:
@@ -81,11 +84,7 @@ def _fraction(plt: Any, group: Sequence[Cell], out: Path) -> Path:
 
 def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
     """Accuracy curves per experiment, and accuracy against the data fraction; returns the PNGs written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     written = []
     for experiment in dict.fromkeys(c.experiment for c in cells):
         group = [c for c in cells if c.experiment == experiment and any(r.val_acc for r in c.runs)]
@@ -95,3 +94,66 @@ def write_plots(cells: Sequence[Cell], out: Path) -> list[Path]:
     if experiments_f:
         written.append(_fraction(plt, [c for c in cells if c.experiment in experiments_f], out))
     return written
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _number(value: Any) -> float | None:
+    """A metrics cell as a float; ``None`` for an empty or non-numeric cell."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def agreement_plot(records_by_method: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], out: Path) -> Path:
+    """``agreement.png`` in ``out``: one panel per ``agree/<layer>`` column, per method the mean over its runs (seeds)
+    at each epoch, with the min-max band when there are several.
+
+    Args:
+        records_by_method: method -> its runs -> each run's metrics rows (as :func:`geokt_plugin.rundir.read_metrics`
+            returns them, or dicts of numbers).
+        out: the folder to write into.
+
+    Raises:
+        ValueError: no row has an ``agree/`` column (the runs had no ``geokt_agreement`` section).
+    """
+    rows = [row for runs in records_by_method.values() for run in runs for row in run]
+    layers = list(dict.fromkeys(k for row in rows for k in row if k.startswith(AGREEMENT_PREFIX)))
+    if not layers:
+        raise ValueError(f"agreement_plot: no {AGREEMENT_PREFIX}<layer> column in any metrics row; train with a "
+                         "geokt_agreement section (docs/configs.md) to record them.")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.4), dpi=80, squeeze=False)
+    for ax, column in zip(axes[0], layers, strict=True):
+        for method, runs in records_by_method.items():
+            by_epoch: dict[int, list[float]] = {}
+            for run in runs:
+                for row in run:
+                    epoch, value = _number(row.get("epoch")), _number(row.get(column))
+                    if epoch is not None and value is not None:
+                        by_epoch.setdefault(int(epoch), []).append(value)
+            if not by_epoch:
+                continue
+            epochs = sorted(by_epoch)
+            (line,) = ax.plot(epochs, [statistics.fmean(by_epoch[e]) for e in epochs], marker=".",
+                              label=f"{method} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
+                                color=line.get_color(), alpha=0.15)
+        ax.set_title(column[len(AGREEMENT_PREFIX):], fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("kNN agreement with the reference")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("geometric agreement per layer (mean, min-max over seeds)", fontsize=9)
+    return _save(plt, fig, Path(out) / "agreement.png")

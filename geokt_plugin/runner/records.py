@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import rundir
+from ..probes import AGREEMENT_PREFIX
 from .atomic import atomic_write_text
 
 __all__ = ["MetricsLog", "fingerprint", "git_sha", "new_manifest", "open_tensorboard", "utc_now", "write_config_copy",
@@ -117,7 +118,8 @@ class MetricsLog:
     def write(self) -> None:
         """Rewrite the whole file atomically."""
         terms = {k for row in self.rows for k in row if k.startswith(rundir.TERM_PREFIX)}
-        columns = rundir.metrics_columns(terms)
+        agreements = dict.fromkeys(k for row in self.rows for k in row if k.startswith(AGREEMENT_PREFIX))
+        columns = [*rundir.metrics_columns(terms), *agreements]  # agree/<layer> last, in the config's layer order
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
