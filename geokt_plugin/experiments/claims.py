@@ -8,13 +8,15 @@ The comparisons are :class:`~geokt_plugin.reporting.stats.Comparison` rows over 
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..reporting.stats import Comparison
 from .cells import MAIN_PAIR, sweep_stem
 from .matrix import BASELINES, BEST_BASELINE, BEST_GEOKT, CHOSEN, GEOKT_METHODS, SWEEP
 
-__all__ = ["EQUIVALENCE_MARGIN", "claims", "sweep_choice", "sweep_results", "sweep_table"]
+__all__ = ["EQUIVALENCE_MARGIN", "at_edge", "claims", "same_hp", "sweep_choice", "sweep_finals", "sweep_results",
+           "sweep_table"]
 
 EQUIVALENCE_MARGIN = 1.0  # points of test top-1: "the same generalisation"
 _SM, _AA, _ED, _LD = "smaller_model", "across_architectures", "external_data", "limited_data"
@@ -57,22 +59,33 @@ def claims(best_geokt: str = BEST_GEOKT, best_baseline: str = BEST_BASELINE) -> 
     return rows
 
 
-def _sweep_finals(runs_csv: Path) -> dict[str, float]:
+Finals = Mapping[str, float]  # config stem -> final validation top-1 of a finished sweep run
+
+
+def sweep_finals(runs_csv: Path) -> dict[str, float]:
     """``{config stem: final val top-1}`` of the finished sweep runs in a ``geokt-compare`` runs.csv."""
     with Path(runs_csv).open(newline="") as fh:
         return {r["config"]: float(r["final_val"]) for r in csv.DictReader(fh) if r.get("finished") == "True"}
 
 
-def sweep_results(runs_csv: Path) -> dict[str, list[tuple[str, float | None]]]:
-    """Per method, ``(tag, final val top-1 or None)`` for each setting of :data:`SWEEP`, in grid order."""
-    finals = _sweep_finals(runs_csv)
+def _finals(source: Path | Finals) -> Finals:
+    return sweep_finals(source) if isinstance(source, (str, Path)) else source
+
+
+def sweep_results(source: Path | Finals) -> dict[str, list[tuple[str, float | None]]]:
+    """Per method, ``(tag, final val top-1 or None)`` for each setting of :data:`SWEEP`, in grid order.
+
+    Args:
+        source: a ``geokt-compare`` runs.csv of the sweep, or its finals as a mapping.
+    """
+    finals = _finals(source)
     return {m: [(tag, finals.get(sweep_stem(m, tag))) for tag, _ in settings] for m, settings in SWEEP.items()}
 
 
-def sweep_choice(runs_csv: Path) -> tuple[dict[str, str], str, str]:
+def sweep_choice(source: Path | Finals) -> tuple[dict[str, str], str, str]:
     """The sweep's choice: ``({method: tag}, best GeoKT method, best baseline)``; a method with a missing setting
     is left out. Ties go to the first setting in grid order."""
-    results = sweep_results(runs_csv)
+    results = sweep_results(source)
     chosen: dict[str, str] = {}
     best: dict[str, float] = {}
     for method, rows in results.items():
@@ -84,6 +97,20 @@ def sweep_choice(runs_csv: Path) -> tuple[dict[str, str], str, str]:
     return chosen, pick(GEOKT_METHODS), pick(BASELINES)
 
 
+def at_edge(method: str, tag: str) -> bool:
+    """The setting is the smallest or largest weight of its grid (KD: the smallest or largest ``alpha`` that is not
+    already 0 or 1; its two temperatures are the prescribed grid, not extended)."""
+    settings = dict(SWEEP[method])
+    if len(settings) < 2:
+        return False
+    key = "alpha" if method == "kd" else "weight"
+    values = sorted({hp[key] for hp in settings.values()})
+    value = settings[tag][key]
+    if method == "kd" and value in (0.0, 1.0):
+        return False  # alpha's bounds: nothing lies beyond
+    return value in (values[0], values[-1])
+
+
 def sweep_table(runs_csv: Path) -> str:
     """The sweep's results per method and setting (final validation top-1, seed 100), the choice marked, and
     whether the choice equals the committed :data:`CHOSEN` (the configs' values)."""
@@ -92,12 +119,12 @@ def sweep_table(runs_csv: Path) -> str:
     rows = ["| method | setting | final val top-1 | chosen | in the configs |", "|---|---|---:|---|---|"]
     for method, settings in results.items():
         committed = dict(SWEEP[method]).get(chosen.get(method, ""), None)
-        for i, (tag, value) in enumerate(settings):
+        for tag, value in settings:
             mark = "**yes**" if chosen.get(method) == tag else ""
-            edge = " (grid edge)" if mark and len(settings) > 1 and i in (0, len(settings) - 1) else ""
+            edge = " (grid edge)" if mark and at_edge(method, tag) else ""
             same = ""
             if mark:
-                same = "yes" if committed is not None and _same_hp(CHOSEN.get(method, {}), committed) else "**no**"
+                same = "yes" if committed is not None and same_hp(CHOSEN.get(method, {}), committed) else "**no**"
             rows.append(f"| {method} | {tag} | {'–' if value is None else f'{value:.2f}'} | {mark}{edge} | {same} |")
     rows.append("")
     rows.append(f"Best GeoKT loss: `{best_g or '–'}`; best baseline: `{best_b or '–'}` (configs: `{BEST_GEOKT}`, "
@@ -105,7 +132,7 @@ def sweep_table(runs_csv: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _same_hp(a: dict, b: dict) -> bool:
+def same_hp(a: dict, b: dict) -> bool:
     """Hyperparameters equal up to list/tuple spelling."""
     norm = lambda d: {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}  # noqa: E731
     return norm(a) == norm(b)

@@ -14,6 +14,11 @@ Subcommands:
 - ``claims RUNS_CSV``: the pre-registered paired comparisons (t intervals, Holm, verdicts) from a ``geokt-compare``
   ``runs.csv`` (:func:`~geokt_plugin.experiments.claims.claims`).
 - ``docs-table``: the table of official configs for ``docs/reproducing.md``.
+- ``check-choice``: exit 1 unless the sweep's choice (from ``runs/``) is what the configs use (``CHOSEN``,
+  ``BEST_GEOKT``, ``BEST_BASELINE``) and no choice sits at its grid's edge; says what to change.
+- ``collect``: copy every finished suite run's small files (no checkpoints) into ``docs/results/v2/raw``.
+- ``report [--check]``: the tables and plots under ``docs/results/v2`` and the generated sections of
+  ``docs/reproducing.md``, all from ``docs/results/v2/raw``; ``--check`` exits 1 if the page differs.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 
 from ..reporting.stats import compare, comparisons_markdown
 from .claims import claims, sweep_table
-from .docs_writer import reproducing_table
+from .docs_writer import REPRODUCING, reproducing_table
 from .generate import write_generated
 from .matrix import ROOT
 from .scheduler import finished, plan, run_phases
@@ -46,6 +51,10 @@ def build_parser(prog: str = "python -m geokt_plugin.experiments") -> argparse.A
     p.add_argument("runs_csv", type=Path, help="a geokt-compare runs.csv of the sweep runs")
     p = sub.add_parser("claims", help="print the pre-registered paired comparisons from a geokt-compare runs.csv")
     p.add_argument("runs_csv", type=Path)
+    sub.add_parser("check-choice", help="exit 1 unless the configs use the sweep's choice (runs/)")
+    sub.add_parser("collect", help="copy finished runs' small files into docs/results/v2/raw")
+    p = sub.add_parser("report", help="tables, plots and docs/reproducing.md sections from docs/results/v2/raw")
+    p.add_argument("--check", action="store_true", help="only check docs/reproducing.md against the data")
     p = sub.add_parser("plan", help="print the runs of phases (instructors, sweep, students)")
     p.add_argument("phases", nargs="+")
     p = sub.add_parser("run", help="train the runs of phases (instructors, sweep, students), in that order")
@@ -63,6 +72,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(comparisons_markdown(compare(args.runs_csv, claims())), end="")
     elif args.cmd == "sweep-table":
         print(sweep_table(args.runs_csv), end="")
+    elif args.cmd in ("check-choice", "collect", "report"):
+        return _evidence(args)
     elif args.cmd == "docs-table":
         print(reproducing_table(), end="")
     elif args.cmd == "plan":
@@ -71,6 +82,29 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(run.config, run.run_dir, run.seed, state)
     else:
         return run_phases(args.phases, args.jobs, shlex.split(args.train_args), args.only)
+    return 0
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    from . import results
+    from .choice import check_choice
+
+    if args.cmd == "check-choice":
+        return check_choice()
+    if args.cmd == "collect":
+        print(f"copied {results.collect()} runs into {results.RAW.relative_to(ROOT)}")
+        return 0
+    if not args.check:
+        results.report()
+    text = REPRODUCING.read_text()
+    new = results.with_sections(text, results.sections())
+    if args.check:
+        if new != text:
+            print(f"out of date: {REPRODUCING}; run `python -m geokt_plugin.experiments report`", file=sys.stderr)
+            return 1
+        return 0
+    REPRODUCING.write_text(new)
+    print(f"wrote {results.RESULTS.relative_to(ROOT)} and the generated sections of {REPRODUCING.relative_to(ROOT)}")
     return 0
 
 

@@ -56,10 +56,15 @@ def _weight_grid(method: str, factors: Sequence[float] = GRID) -> list[tuple[str
     return [(f"w{w:g}", {"weight": w, **LAYERED[method]}) for w in weights]
 
 
+# The edge rule: a choice at its grid's edge adds one more factor of 3 beyond it (second round of the sweep).
+EXTENDED: dict[str, tuple[float, ...]] = {"fitnets": (9.0,), "at": (1 / 9,), "pkt": (1 / 9,), "sp": (1 / 9,)}
+KD_EXTENDED: tuple[tuple[float, float], ...] = ((2.0, 0.0),)  # (temperature, alpha) settings added to KD's 2 x 3 grid
+
 SWEEP: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "ce": [("base", {})],  # no knob: the reference every setting is read against, and the convergence check's pair
-    "kd": [(f"T{t:g}_a{a:g}", {"temperature": t, "alpha": a}) for t in (2.0, 4.0) for a in (0.1, 0.5, 0.9)],
-    **{m: _weight_grid(m) for m in CENTRES},
+    "kd": [(f"T{t:g}_a{a:g}", {"temperature": t, "alpha": a})
+           for t, a in [(t, a) for t in (2.0, 4.0) for a in (0.1, 0.5, 0.9)] + list(KD_EXTENDED)],
+    **{m: _weight_grid(m, sorted(GRID + EXTENDED.get(m, ()))) for m in CENTRES},
 }
 
 # The sweep's choice per method (highest final validation top-1 of the seed-100 run; docs/reproducing.md, "Sweep"),

@@ -1,4 +1,4 @@
-"""The suite's plan (phases, seeds, links between identical configs) and the claim rule."""
+"""The suite's plan (phases, seeds, links between identical configs), its data protocol and its claims."""
 
 from __future__ import annotations
 
@@ -6,38 +6,70 @@ from pathlib import Path
 
 import pytest
 
-from geokt_plugin.experiments import EXTRA_CELLS, plan, verdict
+from geokt_plugin.experiments import claims, fashion_mnist_specs, plan
+from geokt_plugin.experiments.configs import config_document
+from geokt_plugin.experiments.matrix import BASELINES, CENTRES, GRID, SEEDS, SWEEP, SWEEP_SEED
 from geokt_plugin.experiments.scheduler import phase_specs
 
+BASE = "runs/fashion_mnist/theodorakopoulos2021"
 
-def test_students_plan_is_seed_major_and_links_identical_configs():
+
+def test_students_plan_is_seed_major_and_every_cell_has_five_seeds():
     runs = plan(["students"])
-    core = [r for r in runs if str(r.config).split("configs/official/")[-1] not in EXTRA_CELLS]
-    assert [r.seed for r in core[: len(core) // 3]] == [0] * (len(core) // 3)
-    linked = {str(r.run_dir): str(r.same_as.run_dir) for r in runs if r.same_as is not None}
-    base = "runs/fashion_mnist/theodorakopoulos2021"
-    assert linked[f"{base}/limited_data/ce-resnet8_frac100/seed0"] == f"{base}/smaller_model/ce-resnet8/seed0"
-    assert linked[f"{base}/across_architectures/ce-resnet8/seed1"] == f"{base}/smaller_model/ce-resnet8/seed1"
-    instructor = Path(f"{base}/instructors/ce-resnet20/seed0/best.pt")
-    kd = next(r for r in runs if r.run_dir == Path(f"{base}/smaller_model/kd-resnet8_from_resnet20/seed0"))
+    cells = {r.config for r in runs}
+    assert len(runs) == len(cells) * len(SEEDS) and SEEDS == (0, 1, 2, 3, 4)
+    assert [r.seed for r in runs[: len(cells)]] == [0] * len(cells)
+    instructor = Path(f"{BASE}/instructors/ce-resnet20/seed0/best.pt")
+    kd = next(r for r in runs if r.run_dir == Path(f"{BASE}/smaller_model/kd-resnet8_from_resnet20/seed0"))
     assert kd.needs == (instructor,)
+    random = next(r for r in runs if "geokt_rank_random" in str(r.run_dir))
+    assert random.needs == ()  # the control's instructor is never trained
 
 
-def test_instructor_and_sweep_phases_use_their_own_seeds():
+def test_phases_use_their_own_seeds():
     assert {r.seed for r in plan(["instructors"])} == {0}
-    assert {r.seed for r in plan(["sweep"])} == {100}
+    assert {r.seed for r in plan(["sweep"])} == {SWEEP_SEED}
+    assert {r.seed for r in plan(["convergence"])} == {SWEEP_SEED}
     assert {s.experiment for s in phase_specs("sweep")} == {"sweep"}
-    with pytest.raises(ValueError, match="unknown phase 'student'"):
+    with pytest.raises(ValueError, match="unknown phase 'student'; choose one of instructors, sweep, students"):
         phase_specs("student")
 
 
-@pytest.mark.parametrize(("kind", "d", "se", "n", "expected"), [
-    ("better", 1.0, 0.4, 3, "holds"),
-    ("better", 0.5, 0.4, 3, "within noise"),
-    ("better", -1.0, 0.4, 3, "does not hold"),
-    ("matches", -0.5, 0.4, 3, "holds"),
-    ("matches", -1.0, 0.4, 3, "does not hold"),
-    ("better", 5.0, 0.1, 1, "no verdict: one seed"),
-])
-def test_claim_verdict_rule(kind: str, d: float, se: float, n: int, expected: str):
-    assert verdict(kind, d, se, n, 3) == expected
+def _train_kwargs(spec) -> dict:
+    return config_document(spec)[0]["datasets"]["train"].value["init"]["kwargs"]
+
+
+def test_instructors_train_on_the_reserve_and_students_draw_per_seed():
+    for spec in fashion_mnist_specs():
+        kw = _train_kwargs(spec)
+        assert kw["reserve"] == 5000 and kw["split_seed"] == 0, spec.relpath
+        if spec.experiment == "instructors":
+            assert (kw["pool"], kw["seed"]) == ("reserve", 0) and "subset_size" not in kw, spec.relpath
+        else:
+            assert kw["seed"] == "run" and kw["subset_size"] == 1000, spec.relpath
+            assert kw["pool"] == ("student+reserve" if spec.method == "ce_reserve" else "student"), spec.relpath
+        test = config_document(spec)[0]["datasets"].get("test")
+        assert test is None or test.value["init"]["kwargs"] == {"split": "test", **(
+            {"classes": list(spec.classes)} if spec.classes else {})}, spec.relpath  # the full test set
+
+
+def test_sweep_grids_are_three_points_around_the_centre_and_kd_six():
+    assert len(SWEEP["kd"]) == 6 and SWEEP["ce"] == [("base", {})]
+    for method, centre in CENTRES.items():
+        assert [hp["weight"] for _, hp in SWEEP[method]] == [float(f"{centre * f:.3g}") for f in GRID], method
+    assert set(BASELINES) <= set(CENTRES)
+
+
+def test_every_claim_names_configs_the_suite_trains():
+    trained = {(s.experiment, s.stem) for s in fashion_mnist_specs()}
+    for c in claims():
+        assert c.a in trained and c.b in trained, c
+    kinds = [c.kind for c in claims()]
+    assert kinds.count("equivalent") == 1 and len(kinds) == 18
+
+
+def test_the_random_instructor_control_has_no_checkpoint_but_keeps_the_probe():
+    spec = next(s for s in fashion_mnist_specs() if s.method.endswith("_random"))
+    doc = config_document(spec)[0]
+    assert "src_ckpt" not in doc["models"]["teacher_model"]
+    assert doc["geokt_agreement"]["reference"]["src_ckpt"] == f"{BASE}/instructors/ce-resnet20/seed0/best.pt"

@@ -40,6 +40,8 @@ DOC = ROOT / "docs" / "torchdistill.md"
 
 # What torchdistill's script and boxes read; a key outside these would be one only geokt-train understands.
 SCRIPT_TOP_LEVEL = {"dependencies", "datasets", "models", "train", "test"}
+# geokt-train's agreement probe (logging only): torchdistill's script reads the keys above by name and ignores it.
+GEOKT_ONLY_TOP_LEVEL = {"geokt_agreement"}
 MODEL_KEYS = {"key", "kwargs", "repo_or_dir", "src_ckpt", "dst_ckpt", "quantized", "sync_bn"}
 TRAIN_KEYS = {"log_freq", "num_epochs", "train_data_loader", "val_data_loader", "teacher", "student", "model",
               "optimizer", "scheduler", "criterion"}
@@ -69,7 +71,7 @@ def write_instructor_ckpts(models: dict, root: Path) -> None:
 
 
 def check_keys(config: dict) -> None:
-    assert set(config) <= SCRIPT_TOP_LEVEL, set(config) - SCRIPT_TOP_LEVEL
+    assert set(config) <= SCRIPT_TOP_LEVEL | GEOKT_ONLY_TOP_LEVEL, set(config) - SCRIPT_TOP_LEVEL
     assert {"models", "datasets", "train", "test"} <= set(config)
     for model_config in config["models"].values():
         assert set(model_config) <= MODEL_KEYS, set(model_config) - MODEL_KEYS
