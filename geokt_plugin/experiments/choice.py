@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..rundir import RunDir, read_metrics
 from .cells import sweep_stem
-from .claims import at_edge, same_hp, sweep_choice, sweep_results
+from .claims import needs_extension, same_hp, sweep_choice, sweep_results
 from .matrix import BEST_BASELINE, BEST_GEOKT, CHOSEN, FMNIST, PAPER_KEY, RUNS, SWEEP, SWEEP_SEED
 
 __all__ = ["check_choice", "finals_from_runs"]
@@ -34,7 +34,7 @@ def check_choice() -> int:
     problems = [f"{m}: the sweep has no result for {[t for t, v in rows if v is None]}" for m, rows in results.items()
                 if any(v is None for _, v in rows)]
     for method, tag in chosen.items():
-        if at_edge(method, tag):
+        if needs_extension(method, tag):
             problems.append(f"{method}: the choice {tag} is at the grid's edge; extend the grid (EXTENDED or "
                             "KD_EXTENDED in matrix.py) and run the sweep again")
         if not same_hp(CHOSEN.get(method, {}), dict(SWEEP[method])[tag]):

@@ -13,10 +13,20 @@ from pathlib import Path
 
 from ..reporting.stats import Comparison
 from .cells import MAIN_PAIR, sweep_stem
-from .matrix import BASELINES, BEST_BASELINE, BEST_GEOKT, CHOSEN, GEOKT_METHODS, SWEEP
+from .matrix import (
+    BASELINES,
+    BEST_BASELINE,
+    BEST_GEOKT,
+    CENTRES,
+    CHOSEN,
+    EXTENDED,
+    GEOKT_METHODS,
+    KD_EXTENDED,
+    SWEEP,
+)
 
-__all__ = ["EQUIVALENCE_MARGIN", "at_edge", "claims", "same_hp", "sweep_choice", "sweep_finals", "sweep_results",
-           "sweep_table"]
+__all__ = ["EQUIVALENCE_MARGIN", "at_edge", "claims", "needs_extension", "same_hp", "sweep_choice", "sweep_finals",
+           "sweep_results", "sweep_table"]
 
 EQUIVALENCE_MARGIN = 1.0  # points of test top-1: "the same generalisation"
 _SM, _AA, _ED, _LD = "smaller_model", "across_architectures", "external_data", "limited_data"
@@ -111,6 +121,16 @@ def at_edge(method: str, tag: str) -> bool:
     return value in (values[0], values[-1])
 
 
+def needs_extension(method: str, tag: str) -> bool:
+    """At the grid's edge, and that edge is still the first round's (the rule extends each side once)."""
+    if not at_edge(method, tag):
+        return False
+    if method == "kd":
+        return (dict(SWEEP["kd"])[tag]["temperature"], dict(SWEEP["kd"])[tag]["alpha"]) not in KD_EXTENDED
+    factor = dict(SWEEP[method])[tag]["weight"] / CENTRES[method]
+    return not any(abs(factor - f) < 0.01 * f for f in EXTENDED.get(method, ()))
+
+
 def sweep_table(runs_csv: Path) -> str:
     """The sweep's results per method and setting (final validation top-1, seed 100), the choice marked, and
     whether the choice equals the committed :data:`CHOSEN` (the configs' values)."""
@@ -121,7 +141,8 @@ def sweep_table(runs_csv: Path) -> str:
         committed = dict(SWEEP[method]).get(chosen.get(method, ""), None)
         for tag, value in settings:
             mark = "**yes**" if chosen.get(method) == tag else ""
-            edge = " (grid edge)" if mark and at_edge(method, tag) else ""
+            edge = "" if not (mark and at_edge(method, tag)) else \
+                " (grid edge)" if needs_extension(method, tag) else " (grid edge after its one extension)"
             same = ""
             if mark:
                 same = "yes" if committed is not None and same_hp(CHOSEN.get(method, {}), committed) else "**no**"

@@ -8,7 +8,7 @@ import pytest
 
 from geokt_plugin.experiments import claims, fashion_mnist_specs, plan
 from geokt_plugin.experiments.configs import config_document
-from geokt_plugin.experiments.matrix import BASELINES, CENTRES, GRID, SEEDS, SWEEP, SWEEP_SEED
+from geokt_plugin.experiments.matrix import BASELINES, CENTRES, EXTENDED, GRID, KD_EXTENDED, SEEDS, SWEEP, SWEEP_SEED
 from geokt_plugin.experiments.scheduler import phase_specs
 
 BASE = "runs/fashion_mnist/theodorakopoulos2021"
@@ -22,7 +22,7 @@ def test_students_plan_is_seed_major_and_every_cell_has_five_seeds():
     instructor = Path(f"{BASE}/instructors/ce-resnet20/seed0/best.pt")
     kd = next(r for r in runs if r.run_dir == Path(f"{BASE}/smaller_model/kd-resnet8_from_resnet20/seed0"))
     assert kd.needs == (instructor,)
-    random = next(r for r in runs if "geokt_rank_random" in str(r.run_dir))
+    random = next(r for r in runs if "_random-" in str(r.run_dir))
     assert random.needs == ()  # the control's instructor is never trained
 
 
@@ -53,10 +53,12 @@ def test_instructors_train_on_the_reserve_and_students_draw_per_seed():
             {"classes": list(spec.classes)} if spec.classes else {})}, spec.relpath  # the full test set
 
 
-def test_sweep_grids_are_three_points_around_the_centre_and_kd_six():
-    assert len(SWEEP["kd"]) == 6 and SWEEP["ce"] == [("base", {})]
+def test_sweep_grids_are_three_points_around_the_centre_plus_one_extension_and_kd_six_plus_its_own():
+    assert len(SWEEP["kd"]) == 6 + len(KD_EXTENDED) and SWEEP["ce"] == [("base", {})]
     for method, centre in CENTRES.items():
-        assert [hp["weight"] for _, hp in SWEEP[method]] == [float(f"{centre * f:.3g}") for f in GRID], method
+        factors = sorted(GRID + EXTENDED.get(method, ()))
+        assert [hp["weight"] for _, hp in SWEEP[method]] == [float(f"{centre * f:.3g}") for f in factors], method
+        assert len(EXTENDED.get(method, ())) <= 1  # one extension, beyond the edge the first round chose
     assert set(BASELINES) <= set(CENTRES)
 
 
