@@ -4,12 +4,13 @@ docs/reproducing.md regenerated from it.
 - :func:`collect` copies each finished run's small files (never checkpoints) from ``runs/`` into
   ``raw/<experiment>/<config>/seed<S>/``;
 - :func:`report` runs ``geokt-compare`` per group of experiments over ``raw/`` and writes the agreement plot;
-- :func:`sections` renders the generated parts of docs/reproducing.md from ``raw/`` alone, and
+- :func:`sections` renders the generated parts of docs/reproducing.md from ``raw/`` and those reports, and
   :func:`with_sections` puts them between their ``<!-- v2:NAME:start/end -->`` markers (a test checks the page).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from .matrix import (
     PAPER_KEY,
     ROOT,
     RUNS,
+    SWEEP_SEED,
 )
 
 __all__ = ["GROUPS", "RAW", "RESULTS", "collect", "report", "sections", "with_sections"]
@@ -64,16 +66,26 @@ def _run_dirs(group: str, raw: Path = RAW) -> list[Path]:
     return [p for e in GROUPS[group] for p in sorted((raw / e).glob("*/seed*")) if p.is_dir()]
 
 
-def report(raw: Path = RAW, out: Path = RESULTS) -> None:
-    """``geokt-compare`` per group (results.md, results.csv, runs.csv, curves) and the agreement plot."""
-    from ..reporting.plots import agreement_plot
+def _shown(path: Path) -> Path:
+    """A run directory as the reports show it: relative to the checkout, so the committed files do not depend on
+    where it lies."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
 
+
+def report(raw: Path = RAW, out: Path = RESULTS, *, plots: bool = True) -> None:
+    """``geokt-compare`` per group (results.md, results.csv, runs.csv, curves) and the agreement plot."""
     for group in GROUPS:
         dirs = _run_dirs(group, raw)
         if dirs:
-            write_report([load_run(d) for d in dirs], out / group, min_seeds=MIN_SEEDS[group])
+            records = [dataclasses.replace(load_run(d), run_dir=_shown(d)) for d in dirs]
+            write_report(records, out / group, min_seeds=MIN_SEEDS[group], plots=plots)
     curves = _agreement_curves(raw)
-    if curves:
+    if curves and plots:
+        from ..reporting.plots import agreement_plot
+
         agreement_plot(curves, out / "students")
 
 
@@ -95,7 +107,8 @@ def _fmt(mean: float | None, sd: float | None, n: int) -> str:
     return "–" if mean is None else f"{mean:.2f} ± {sd or 0.0:.2f} ({n})"
 
 
-def _instructors_section(raw: Path) -> str:
+def _instructors_section(results: Path) -> str:
+    raw = results / "raw"
     rows = ["| instructor | images | final val | test |", "|---|---:|---:|---:|"]
     for d in _run_dirs("instructors", raw):
         r = load_run(d)
@@ -103,7 +116,8 @@ def _instructors_section(raw: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _students_section(raw: Path) -> str:
+def _students_section(results: Path) -> str:
+    raw = results / "raw"
     """Test top-1 mean ± sd (n) per method and cell."""
     table: dict[str, dict[str, str]] = {}
     for experiment in STUDENT_CELLS:
@@ -119,9 +133,9 @@ def _students_section(raw: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _claims_section(raw: Path) -> str:
-    runs_csv = RESULTS / "students" / "runs.csv" if raw == RAW else None
-    if runs_csv is None or not runs_csv.is_file():
+def _claims_section(results: Path) -> str:
+    runs_csv = results / "students" / "runs.csv"
+    if not runs_csv.is_file():
         return "Not measured yet.\n"
     return comparisons_markdown(compare(runs_csv, claims()))
 
@@ -131,28 +145,35 @@ def _final_val(run_dir: Path) -> float | None:
     return float(rows[-1]["val_acc"]) if rows else None
 
 
-def _convergence_section(raw: Path) -> str:
-    rows = ["| method | seed | 15 epochs: final val | 30 epochs: final val | difference |", "|---|---:|---:|---:|---:|"]
-    chosen, _, _ = sweep_choice(RESULTS / "sweep" / "runs.csv") if (RESULTS / "sweep" / "runs.csv").is_file() \
-        else ({}, "", "")
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _convergence_section(results: Path) -> str:
+    raw = results / "raw"
+    rows = [f"| method | seed | {FMNIST.epochs} epochs: final val | {CONVERGENCE_EPOCHS} epochs: final val | "
+            "difference |",
+            "|---|---:|---:|---:|---:|"]
+    sweep_csv = results / "sweep" / "runs.csv"
+    chosen = sweep_choice(sweep_csv)[0] if sweep_csv.is_file() else {}
     for method in ("ce", BEST_GEOKT):
         tag = "base" if method == "ce" else chosen.get(method)
         short = _final_val(next(iter(sorted((raw / "sweep" / sweep_stem(method, tag or "")).glob("seed*"))), Path()))
         longer_dirs = sorted(raw.glob(f"convergence/{method}-*/seed*"))
         longer = _final_val(longer_dirs[0]) if longer_dirs else None
         diff = f"{longer - short:+.2f}" if short is not None and longer is not None else "–"
-        rows.append(f"| {method} | 100 | {short if short is not None else '–'} | "
-                    f"{longer if longer is not None else '–'} | {diff} |")
+        rows.append(f"| {method} | {SWEEP_SEED} | {_num(short)} | {_num(longer)} | {diff} |")
     ce_runs = [_metrics(s) for s in sorted((raw / "smaller_model" / "ce-resnet8").glob("seed*"))]
     if ce_runs:
         epochs = len(ce_runs[0])
         means = [mean_std([float(r[e]["val_acc"]) for r in ce_runs if len(r) > e])[0] for e in range(epochs)]
         rows += ["", "CE (main cell) validation top-1 per epoch, mean over seeds: "
-                 + ", ".join(f"{e + 1}: {m:.1f}" for e, m in enumerate(means)) + f" (of {CONVERGENCE_EPOCHS // 2})."]
+                 + ", ".join(f"{e + 1}: {m:.1f}" for e, m in enumerate(means)) + f" ({len(ce_runs)} seeds)."]
     return "\n".join(rows) + "\n"
 
 
-def _agreement_section(raw: Path) -> str:
+def _agreement_section(results: Path) -> str:
+    raw = results / "raw"
     curves = _agreement_curves(raw)
     cols = [f"{AGREEMENT_PREFIX}{layer}" for layer in ALL_LAYERS]
     rows = ["| method | " + " | ".join(ALL_LAYERS) + " |", "|---|" + "---:|" * len(cols)]
@@ -163,15 +184,15 @@ def _agreement_section(raw: Path) -> str:
 
 
 SECTIONS: dict[str, Callable[[Path], str]] = {
-    "instructors": _instructors_section, "sweep": lambda raw: sweep_table(RESULTS / "sweep" / "runs.csv"),
+    "instructors": _instructors_section, "sweep": lambda results: sweep_table(results / "sweep" / "runs.csv"),
     "convergence": _convergence_section, "students": _students_section, "claims": _claims_section,
     "agreement": _agreement_section,
 }
 
 
-def sections(raw: Path = RAW) -> dict[str, str]:
-    """Every generated section of docs/reproducing.md, from the committed data."""
-    return {name: render(raw) for name, render in SECTIONS.items()}
+def sections(results: Path = RESULTS) -> dict[str, str]:
+    """Every generated section of docs/reproducing.md from ``results`` (its ``raw/`` and the reports of it)."""
+    return {name: render(results) for name, render in SECTIONS.items()}
 
 
 def with_sections(text: str, generated: Mapping[str, str], names: Sequence[str] | None = None) -> str:

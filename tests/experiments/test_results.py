@@ -21,6 +21,13 @@ def test_every_generated_section_of_the_page_equals_the_committed_data():
     assert results.with_sections(text, results.sections()) == text
 
 
+@pytest.mark.parametrize("group", list(results.GROUPS))
+def test_the_committed_reports_are_what_the_raw_data_gives(group: str, tmp_path: Path):
+    results.report(results.RAW, tmp_path, plots=False)
+    for name in ("runs.csv", "results.csv", "results.md"):
+        assert (tmp_path / group / name).read_text() == (results.RESULTS / group / name).read_text(), name
+
+
 def test_the_configs_use_the_committed_sweeps_choice():
     chosen, best_g, best_b = sweep_choice(results.RESULTS / "sweep" / "runs.csv")
     assert (best_g, best_b) == (BEST_GEOKT, BEST_BASELINE)
