@@ -26,7 +26,7 @@ def _safe(name: str) -> str:
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # keeps a legend placed outside the axes
     plt.close(fig)
     return path
 
@@ -134,7 +134,7 @@ def agreement_plot(records_by_method: Mapping[str, Sequence[Sequence[Mapping[str
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.4), dpi=80, squeeze=False)
     for ax, column in zip(axes[0], layers, strict=True):
-        for method, runs in records_by_method.items():
+        for i, (method, runs) in enumerate(records_by_method.items()):
             by_epoch: dict[int, list[float]] = {}
             for run in runs:
                 for row in run:
@@ -144,8 +144,9 @@ def agreement_plot(records_by_method: Mapping[str, Sequence[Sequence[Mapping[str
             if not by_epoch:
                 continue
             epochs = sorted(by_epoch)
+            # more methods than colours: the line style tells the second round of colours apart
             (line,) = ax.plot(epochs, [statistics.fmean(by_epoch[e]) for e in epochs], marker=".",
-                              label=f"{method} (n={len(runs)})")
+                              linestyle=("-", "--", ":")[i // 10 % 3], label=f"{method} (n={len(runs)})")
             if len(runs) > 1:
                 ax.fill_between(epochs, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs],
                                 color=line.get_color(), alpha=0.15)
@@ -154,6 +155,6 @@ def agreement_plot(records_by_method: Mapping[str, Sequence[Sequence[Mapping[str
         ax.set_ylim(0.0, 1.0)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("kNN agreement with the reference")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("geometric agreement per layer (mean, min-max over seeds)", fontsize=9)
     return _save(plt, fig, Path(out) / "agreement.png")
