@@ -14,15 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models import known_model_keys, model_factory
-from .context import CheckContext, ModelRecipe
+from .context import CheckContext
 from .errors import Report, is_int, short
 from .forward_check import input_shape
-from .models_check import build_for_check, check_checkpoint
+from .models_check import build_for_check, check_checkpoint, model_recipe
 from .module_paths import resolve
 from .numbers_check import check_int
 from .stages import stage_keys
-from .suggest import did_you_mean, unknown_key
+from .suggest import did_you_mean
 
 __all__ = ["AGREEMENT_DEFAULTS", "AGREEMENT_SECTION", "check_agreement"]
 
@@ -78,19 +77,10 @@ def _check_reference(ctx: CheckContext, ref: Any) -> nn.Module | None:
         if key not in _REFERENCE_KEYS:
             r.error(f"{where}.{key}", f"unknown key; a reference entry takes {list(_REFERENCE_KEYS)}."
                                       f"{did_you_mean(str(key), _REFERENCE_KEYS)}")
-    kwargs = ref.get("kwargs") or {}
-    if not isinstance(kwargs, Mapping):
-        r.error(f"{where}.kwargs", f"must be a mapping of constructor arguments, got {type(kwargs).__name__}.")
+    recipe = model_recipe(ctx, ref, where, unchecked="layers")
+    if recipe is None:
         return None
-    if ref.get("repo_or_dir") is not None:
-        r.warn(f"{where}: built through torch.hub ({ref['repo_or_dir']!r}); its layers are not checked.")
-        return None
-    factory = model_factory(ref["key"]) if isinstance(ref["key"], str) else None
-    if factory is None:
-        r.error(f"{where}.key", unknown_key("model", ref["key"], known_model_keys(), uses_geokt=True,
-                                            fix="Use a torchdistill model key or a torchvision model name."))
-        return None
-    model = build_for_check(ctx, ModelRecipe(ref["key"], factory, kwargs), f"{where}.kwargs")
+    model = build_for_check(ctx, recipe, f"{where}.kwargs")
     if model is not None and ref.get("src_ckpt") is not None:
         check_checkpoint(ctx, ref["src_ckpt"], f"{where}.src_ckpt", model, f"{where} ({ref['key']})",
                          weights_only=True)

@@ -16,7 +16,7 @@ from .context import CheckContext, ModelRecipe
 from .errors import short
 from .suggest import unknown_key
 
-__all__ = ["build_for_check", "check_checkpoint", "check_models"]
+__all__ = ["build_for_check", "check_checkpoint", "check_models", "model_recipe"]
 
 _META, _CPU = torch.device("meta"), torch.device("cpu")
 
@@ -40,20 +40,10 @@ def _check_model(ctx: CheckContext, models: Mapping, name: str) -> ModelRecipe |
     cfg = r.mapping(models, name, where, required=False, example="{key: 'resnet20', kwargs: {}}")
     if cfg is None:
         return None
-    key = cfg.get("key")
-    kwargs = cfg.get("kwargs") or {}
-    if not isinstance(kwargs, Mapping):
-        r.error(f"{where}.kwargs", f"must be a mapping of constructor arguments, got {type(kwargs).__name__}.")
+    recipe = model_recipe(ctx, cfg, where, unchecked="hooks")
+    if recipe is None:
         return None
-    if cfg.get("repo_or_dir") is not None:
-        r.warn(f"{where}: built through torch.hub ({cfg['repo_or_dir']!r}); its hooks are not checked.")
-        return None
-    factory = model_factory(key) if isinstance(key, str) else None
-    if factory is None:
-        r.error(f"{where}.key", unknown_key("model", key, known_model_keys(), uses_geokt=True,
-                                            fix="Use a torchdistill model key or a torchvision model name."))
-        return None
-    recipe = ModelRecipe(key, factory, kwargs)
+    key, kwargs = recipe.key, recipe.kwargs
     model = build_for_check(ctx, recipe, f"{where}.kwargs")
     if model is None:
         return None
@@ -63,6 +53,27 @@ def _check_model(ctx: CheckContext, models: Mapping, name: str) -> ModelRecipe |
     if cfg.get("src_ckpt") is not None:
         check_checkpoint(ctx, cfg["src_ckpt"], f"{where}.src_ckpt", model, f"{where} ({key})", weights_only=True)
     return recipe
+
+
+def model_recipe(ctx: CheckContext, cfg: Mapping, where: str, *, unchecked: str) -> ModelRecipe | None:
+    """The recipe of a models-style entry at ``where`` (``key``, ``kwargs``, ``repo_or_dir``), or ``None`` when it is
+    reported: bad ``kwargs``, an unknown ``key``, or a torch.hub model (a warning: its ``unchecked`` are not checked).
+    """
+    r = ctx.report
+    key = cfg.get("key")
+    kwargs = cfg.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        r.error(f"{where}.kwargs", f"must be a mapping of constructor arguments, got {type(kwargs).__name__}.")
+        return None
+    if cfg.get("repo_or_dir") is not None:
+        r.warn(f"{where}: built through torch.hub ({cfg['repo_or_dir']!r}); its {unchecked} are not checked.")
+        return None
+    factory = model_factory(key) if isinstance(key, str) else None
+    if factory is None:
+        r.error(f"{where}.key", unknown_key("model", key, known_model_keys(), uses_geokt=True,
+                                            fix="Use a torchdistill model key or a torchvision model name."))
+        return None
+    return ModelRecipe(key, factory, kwargs)
 
 
 def build_for_check(ctx: CheckContext, recipe: ModelRecipe, where: str) -> nn.Module | None:
