@@ -110,16 +110,13 @@ for _m in KD_COMBINED:
     METHOD_TITLES[f"{_m}_kd"] = METHOD_TITLES[_m].removesuffix(" + CE") + " + KD"
 for _m in RANDOM_CONTROL:
     METHOD_TITLES[f"{_m}_random"] = METHOD_TITLES[_m] + ", from a randomly initialised instructor (control)"
-GEOKT_KD_METHODS = COMBINED_KD  # kept name: every "+ KD" method
-DISTILL_METHODS = ("kd", *BASELINES, *GEOKT_METHODS, *COMBINED_KD)
-NO_LOGIT_METHODS = (*BASELINES, *GEOKT_METHODS)  # usable across label spaces
 _missing = [f"{table} lacks {m!r}" for m in GEOKT_METHODS
             for table, entries in (("CHOSEN", CHOSEN), ("SWEEP", SWEEP), ("METHOD_TITLES", METHOD_TITLES))
             if m not in entries]
 if _missing:
     raise ValueError(f"geokt_plugin.experiments: the LossSpec table has losses the experiment matrix does not: "
                      f"{'; '.join(_missing)}. Add them to geokt_plugin/experiments/matrix.py.")
-# The Fashion-MNIST suite's cells (the CIFAR-10 configs keep the v1 method lists: DISTILL_METHODS without the peers).
+# The Fashion-MNIST suite's cells (the CIFAR-10 configs keep the v1 method lists, without the peers).
 MAIN_METHODS = ("ce", "ce_reserve", "kd", *BASELINES, *GEOKT_METHODS, f"{BEST_GEOKT}_kd", "fitnets_kd",
                 *RANDOM_METHODS)
 ACROSS_METHODS = (BEST_GEOKT, BEST_BASELINE, f"{BEST_GEOKT}_kd")
@@ -326,5 +323,3 @@ def base_method(method: str) -> str:
     """The method inside a "+ KD" or "random instructor" method (``geokt_rank_kd`` -> ``geokt_rank``)."""
     return method.removesuffix("_kd").removesuffix("_random")
 
-
-geo_method_of = base_method  # the v1 name

@@ -158,9 +158,8 @@ def _convergence_section(results: Path) -> str:
     chosen = sweep_choice(sweep_csv)[0] if sweep_csv.is_file() else {}
     for method in ("ce", BEST_GEOKT):
         tag = "base" if method == "ce" else chosen.get(method)
-        short = _final_val(next(iter(sorted((raw / "sweep" / sweep_stem(method, tag or "")).glob("seed*"))), Path()))
-        longer_dirs = sorted(raw.glob(f"convergence/{method}-*/seed*"))
-        longer = _final_val(longer_dirs[0]) if longer_dirs else None
+        short = _final_val(raw / "sweep" / sweep_stem(method, tag or "") / f"seed{SWEEP_SEED}")
+        longer = _final_val(next(iter(sorted(raw.glob(f"convergence/{method}-*/seed{SWEEP_SEED}"))), raw / "none"))
         diff = f"{longer - short:+.2f}" if short is not None and longer is not None else "–"
         rows.append(f"| {method} | {SWEEP_SEED} | {_num(short)} | {_num(longer)} | {diff} |")
     ce_runs = [_metrics(s) for s in sorted((raw / "smaller_model" / "ce-resnet8").glob("seed*"))]
