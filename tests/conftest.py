@@ -55,3 +55,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _kernel_path_from_environment():
+    """``GEOKT_TEST_KERNEL=native`` (or ``compiled``) runs every test on that kernel path; default: eager."""
+    path = os.environ.get("GEOKT_TEST_KERNEL", "eager")
+    if path == "eager":
+        yield
+        return
+    from geokt_plugin.testing.paths import kernel_path
+
+    with kernel_path(path):
+        yield

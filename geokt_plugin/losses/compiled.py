@@ -35,6 +35,7 @@ __all__ = [
     "compile_available",
     "compile_report",
     "eager",
+    "mode",
     "reset_compile_state",
     "set_compile",
 ]
@@ -70,7 +71,9 @@ def eager() -> Iterator[None]:
         set_compile(previous)
 
 
-def _mode() -> bool | None:
+def mode() -> bool | None:
+    """The switch in force: ``set_compile``'s value, else ``GEOKT_COMPILE`` (``False``: off, ``True``: forced,
+    ``None``: automatic)."""
     if _switch is not None:
         return _switch
     value = os.environ.get(ENV, "").strip().lower()
@@ -98,14 +101,21 @@ def compile_available(device_type: str) -> tuple[bool, str]:
 
 
 def compile_report() -> dict[str, Any]:
-    """Seconds spent in the calls that compiled, per block function, and the functions that fell back."""
+    """Seconds spent in the calls that compiled, per block function, the functions that fell back, and the native
+    kernels' library (its path, its build seconds, ``None`` when it came from the cache, or why it is missing)."""
+    from . import native  # native imports this module
+
     return {"compile_s": {name: list(times) for name, times in _report.items()},
             "fallbacks": {**{f"{name} ({device})": why for (name, device), why in _failed.items()},
-                          **{f"all ({device})": why for device, why in _unavailable.items()}}}
+                          **{f"all ({device})": why for device, why in _unavailable.items()}},
+            "native": native.native_report()}
 
 
 def reset_compile_state() -> None:
     """Forget fallbacks, compile times and compiled functions (tests; a process normally keeps them)."""
+    from . import native
+
+    native.reset_native_state()
     _failed.clear()
     _unavailable.clear()
     _report.clear()
@@ -129,10 +139,10 @@ class _BlockFunction:
 
     def wanted(self, device_type: str, n: int) -> bool:
         """Whether a call on ``device_type`` for sets of ``n`` points should run compiled."""
-        mode = _mode()
-        if mode is False or (self.name, device_type) in _failed or device_type in _unavailable:
+        switch = mode()
+        if switch is False or (self.name, device_type) in _failed or device_type in _unavailable:
             return False
-        if mode is None and (n < MIN_COMPILED_POINTS or (device_type == "cpu" and not self.cpu_auto)):
+        if switch is None and (n < MIN_COMPILED_POINTS or (device_type == "cpu" and not self.cpu_auto)):
             return False
         ok, why = compile_available(device_type)
         if not ok:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..registry import register_mid_level_loss
+from . import native
 from .base import GeoKTLoss
 from .checks import check_neighbors
 from .compiled import block_function
@@ -86,6 +87,9 @@ def _knn_distances(s: Side, t: Side, start: int, need_grad: bool) -> tuple:
 class _DistanceAllPairs(BlockLoss):
     """Every pair ``j != i``: scales first, then one pass with values and gradients."""
 
+    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
+        return native.distance(q_s, q_t, neighbors=None, need_grad=self.blocks.need_grad)
+
     def prepare(self) -> None:
         self.scale_s = self.blocks.scales(self.blocks.aug_s)
         self.scale_t = self.blocks.scales(self.blocks.aug_t)
@@ -101,6 +105,9 @@ class _DistanceKNN(BlockLoss):
     """The instructor's ``k`` nearest neighbours: one pass gathers, a second scatters the gradient weights."""
 
     second_pass = True
+
+    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
+        return native.distance(q_s, q_t, neighbors=self.k, need_grad=self.blocks.need_grad)
 
     def __init__(self, blocks: Blocks, *, neighbors: int) -> None:
         super().__init__(blocks)

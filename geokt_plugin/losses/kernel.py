@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from . import native
 from .checks import check_chunk_size, check_common
 from .compiled import block_function
 from .geometry import DIST_EPS, SCALE_EPS, point_sets, reduce, rescale_overflowing
@@ -221,6 +222,10 @@ class BlockLoss(ABC):
     """
 
     second_pass = False
+    # A loss with a native kernel (:mod:`.native`) defines ``native_block(sets, q_s, q_t) -> per-set values`` for a
+    # block of whole sets, from both networks' raw ``Q``; with gradients it overwrites ``q_t`` by ``S``, where
+    # ``dL/dX = -2 S X``. The kernel then runs it on CPU wherever the blocks hold whole sets.
+    native_block: Callable[[slice, Tensor, Tensor], Tensor] | None = None
 
     def __init__(self, blocks: Blocks) -> None:
         self.blocks = blocks
@@ -252,13 +257,11 @@ class _FusedSetLoss(torch.autograd.Function):
     ) -> Tensor:
         blocks = Blocks(s, t, chunk_size, need_grad)
         loss = make_loss(blocks)
-        loss.prepare()
-        for sets, rows in blocks.blocks:
-            loss.block(sets, rows)
-        loss.finish()
-        if need_grad and loss.second_pass:
-            for sets, rows in blocks.blocks:
-                loss.grad_block(sets, rows)
+        whole = native.whole_set_blocks(blocks.num_sets, blocks.n, chunk_size)
+        if whole is not None and loss.native_block is not None and native.wanted(blocks.device, s.dtype):
+            _native_pass(blocks, loss, whole)
+        else:
+            _block_passes(blocks, loss)
         value, grad = blocks.result()
         value = value.masked_fill(broken, math.nan)  # unconditional: no device sync
         if grad is not None:
@@ -272,6 +275,28 @@ class _FusedSetLoss(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         (grad,) = ctx.saved_tensors
         return grad_out[:, None, None] * grad, None, None, None, None, None
+
+
+def _block_passes(blocks: Blocks, loss: BlockLoss) -> None:
+    """The block kernel: ``prepare``, a first pass, ``finish``, and the second pass where the loss has one."""
+    loss.prepare()
+    for sets, rows in blocks.blocks:
+        loss.block(sets, rows)
+    loss.finish()
+    if blocks.need_grad and loss.second_pass:
+        for sets, rows in blocks.blocks:
+            loss.grad_block(sets, rows)
+
+
+def _native_pass(blocks: Blocks, loss: BlockLoss, whole: list[slice]) -> None:
+    """The native kernels: per block of whole sets, both ``Q`` by one batched matmul each, the loss in C++, and
+    ``grad += -2 S X`` by one more (no scale pass, no ``ds/dx``: the kernel folds the scale's share into ``S``)."""
+    every_row = slice(0, blocks.n)
+    for sets in whole:
+        q_s, q_t = blocks.sq(blocks.aug_s, sets, every_row), blocks.sq(blocks.aug_t, sets, every_row)
+        blocks.value[sets] += loss.native_block(sets, q_s, q_t)
+        if blocks.grad is not None:
+            blocks.grad[sets].baddbmm_(q_t, blocks.s[sets], alpha=-2.0)
 
 
 def set_values(s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..registry import register_mid_level_loss
+from . import native
 from .base import GeoKTLoss
 from .checks import check_positive
 from .compiled import block_function
@@ -63,6 +64,9 @@ class _NeighborKL(BlockLoss):
     def __init__(self, blocks: Blocks, *, bandwidth: float) -> None:
         super().__init__(blocks)
         self.bandwidth = bandwidth
+
+    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
+        return native.kl(q_s, q_t, bandwidth=self.bandwidth, need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         self.scale_s = self.blocks.scales(self.blocks.aug_s)

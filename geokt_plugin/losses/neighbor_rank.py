@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..registry import register_mid_level_loss
+from . import native
 from .base import GeoKTLoss
 from .checks import check_neighbors, check_positive
 from .compiled import block_function
@@ -59,6 +60,9 @@ class _NeighborRank(BlockLoss):
         super().__init__(blocks)
         self.k = min(neighbors, blocks.n - 1)
         self.temperature = temperature
+
+    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
+        return native.rank(q_s, q_t, neighbors=self.k, temperature=self.temperature, need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         # The instructor enters only through its kNN, which does not depend on its scale.

@@ -13,12 +13,13 @@ import torch
 from torch import Tensor
 
 from ..registry import register_mid_level_loss
+from . import native
 from .base import GeoKTLoss
 from .checks import check_choice, check_int, check_neighbors
 from .compiled import block_function
 from .geometry import DIST_EPS, knn
 from .kernel import BlockLoss, Blocks, Side, block_diag, fill_diag, geometric_loss, pair_grad, sq_block
-from .tree import hop_mask, minimum_spanning_tree
+from .tree import duplicate_representatives, hop_mask, minimum_spanning_tree
 
 __all__ = ["GRAPHS", "GeoKTNeighborhoodContrastLoss", "neighborhood_contrast_loss"]
 
@@ -74,6 +75,12 @@ class _NeighborhoodContrast(BlockLoss):
         self.graph, self.radius, self.k = graph, radius, min(neighbors, blocks.n - 1)
         shape = (blocks.num_sets, blocks.n - 1, 2)
         self.edges = torch.empty(shape, dtype=torch.long, device=blocks.t.device) if graph == "mst" else None
+
+    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
+        mst = self.graph == "mst"
+        rep = duplicate_representatives(self.blocks.t[sets]) if mst else None  # copies tie exactly, as below
+        return native.nac(q_s, q_t, mst=mst, radius=self.radius, neighbors=self.k, representatives=rep,
+                          need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         b = self.blocks

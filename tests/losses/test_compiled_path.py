@@ -18,6 +18,7 @@ from geokt_plugin.testing.paths import kernel_path, needs_compiler
 
 @pytest.fixture(autouse=True)
 def _fresh_state():
+    set_compile(None)  # whatever path GEOKT_TEST_KERNEL chose: these tests set their own
     compiled.reset_compile_state()
     yield
     set_compile(None)
@@ -34,7 +35,7 @@ def test_compiled_switch_environment_and_python(monkeypatch, env, switch, expect
     else:
         monkeypatch.setenv(compiled.ENV, env)
     set_compile(switch)
-    assert compiled._mode() is expected
+    assert compiled.mode() is expected
 
 
 def test_compiled_switch_rejects_non_bool():

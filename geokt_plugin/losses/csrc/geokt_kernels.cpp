@@ -1,0 +1,549 @@
+// The native CPU kernels of the GeoKT losses: one block of whole point sets per call, fused row passes.
+//
+// The math is docs/losses.md; the derivation of the gradient is the comment block of losses/kernel.py. Python
+// (losses/native.py) computes the raw squared distances of a block with one batched matmul per network,
+//     Q[a, i, j] = |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>     (b sets of n points, (b, n, n), not clamped),
+// and hands both to one entry point below. Every entry point
+//   1. walks the rows once for the scales s = mean_{i != j} D (only the losses that use them),
+//   2. walks the rows once more: the instructor's neighbourhood of the row (kNN or tree ball), the row's value,
+//      its share of dL/ds, and c[i, j] = dL/dQ[i, j] without the scale's share, written over the instructor's row,
+//   3. folds the scale's share in and symmetrises in place: S = c + c^T + beta (W + W^T), beta = (dL/ds) / (2 n (n-1)),
+//      W = [Q >= 0] / D, so that dL/dx_i = 2 sum_j S_ij (x_i - x_j),
+//   4. stores -rowsum(S) on the diagonal, so that dL/dX = -2 S X is one more matmul in Python.
+// With gradients the student's Q is overwritten by W once each row is done. Everything a row needs stays in per-thread row buffers (L1); per-row partial sums
+// are reduced per set in a fixed order, so results do not depend on the number of threads.
+//
+// Values are those of the eager path up to rounding: the same formulas (clamp, + 1e-12, sqrt, log-softmax), a
+// vectorisable exp for float (Cephes' polynomial, within 2 ulp of the true value), std::exp for double. Ties in a
+// kNN are broken towards the lower index; the tree is the unique one under the order (D, min(i, j), max(i, j)).
+// Built by losses/native.py with -O3 -march=native -fopenmp (OpenMP shares torch's runtime in the process).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using i64 = std::int64_t;
+constexpr int kLanes = 16;  // independent accumulators: vectorised sums without reassociation flags
+constexpr double kDistEps = 1e-12;  // DIST_EPS in losses/geometry.py
+constexpr double kScaleEps = 1e-12;  // SCALE_EPS
+constexpr double kNacEps = 1e-12;  // NAC_EPS in losses/neighborhood_contrast.py
+
+template <class T> inline T clamp0(T q) { return q < T(0) ? T(0) : q; }  // NaN stays NaN, as torch's clamp_min
+template <class T> inline T dist(T q) { return std::sqrt(clamp0(q) + T(kDistEps)); }
+template <class T> inline T inv_dist(T q) { return q < T(0) ? T(0) : T(1) / dist(q); }  // W = [Q >= 0] / D
+
+// exp(x) for x <= 0 (every call site subtracts a row maximum first); NaN propagates, x < -87.3 gives 0.
+inline float exp_nonpos(float x) {
+  const float lo = -87.3365447504019f;
+  float xc = x < lo ? lo : x;
+  float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - fx * 0.693359375f;
+  r = r - fx * -2.12194440e-4f;
+  float z = r * r;
+  float y = (((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r +
+              1.6666665459e-1f) * r + 5.0000001201e-1f) * z + r + 1.0f;
+  std::int32_t bits = (static_cast<std::int32_t>(fx) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < lo ? 0.0f : y * scale;
+}
+inline double exp_nonpos(double x) { return std::exp(x); }
+
+template <class T> struct KeyOf;  // non-negative floats (and NaN) order like their bit patterns
+template <> struct KeyOf<float> { using type = std::uint32_t; };
+template <> struct KeyOf<double> { using type = std::uint64_t; };
+template <class T> inline typename KeyOf<T>::type key_of(T v) {
+  typename KeyOf<T>::type u;
+  std::memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+template <class T, class F> inline T lane_sum(i64 n, F f) {
+  T acc[kLanes] = {};
+  i64 j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += f(j + l);
+  T total = T(0);
+  for (; j < n; ++j) total += f(j);
+  for (int l = 0; l < kLanes; ++l) total += acc[l];
+  return total;
+}
+
+template <class T> inline T lane_max(const T* x, i64 n) {
+  T acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = -std::numeric_limits<T>::infinity();
+  i64 j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  T m = -std::numeric_limits<T>::infinity();
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  for (int l = 0; l < kLanes; ++l) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
+// The k smallest keys[j], j != i, ties towards the lower j, into nb (unordered); keys[i] is overwritten.
+// For k <= kLanes: the minima of kLanes interleaved column groups are k distinct entries no smaller than the k-th
+// smallest, so the k-th smallest minimum is a threshold every one of the k nearest passes; one vectorised pass
+// finds it, a compare-and-append pass collects the few candidates, and a selection among them picks k.
+template <class K> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, std::vector<i64>& cand) {
+  const K top = std::numeric_limits<K>::max();
+  keys[i] = top;
+  auto less = [keys](i64 a, i64 b) { return keys[a] < keys[b] || (keys[a] == keys[b] && a < b); };
+  cand.clear();
+  if (k <= kLanes && n >= 4 * kLanes) {
+    K m[kLanes];
+    for (int l = 0; l < kLanes; ++l) m[l] = top;
+    i64 j = 0;
+    for (; j + kLanes <= n; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) m[l] = keys[j + l] < m[l] ? keys[j + l] : m[l];
+    for (; j < n; ++j) m[0] = keys[j] < m[0] ? keys[j] : m[0];
+    std::nth_element(m, m + (k - 1), m + kLanes);
+    const K threshold = m[k - 1];
+    for (j = 0; j < n; ++j)
+      if (keys[j] <= threshold && j != i) cand.push_back(j);
+  } else {
+    for (i64 j = 0; j < n; ++j)
+      if (j != i) cand.push_back(j);
+  }
+  if (static_cast<i64>(cand.size()) > k) std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), less);
+  std::copy(cand.begin(), cand.begin() + k, nb);
+}
+
+// Per-set mean off-diagonal distance, max(., 1e-12), of b sets: q is (b, n, n).
+template <class T> void scales(const T* q, i64 b, i64 n, int threads, std::vector<double>& out) {
+  std::vector<double> rows(b * n);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 r = 0; r < b * n; ++r) {
+    const T* row = q + r * n;
+    const i64 i = r % n;
+    rows[r] = lane_sum<T>(n, [&](i64 j) { return j == i ? T(0) : dist(row[j]); });
+  }
+  out.assign(b, 0.0);
+  for (i64 a = 0; a < b; ++a) {
+    double total = 0.0;
+    for (i64 i = 0; i < n; ++i) total += rows[a * n + i];
+    out[a] = std::max(total / double(n * (n - 1)), kScaleEps);
+  }
+}
+
+// Steps 3 and 4 of the header: c (over the instructor's buffer) becomes S with -rowsum(S) on the diagonal; w holds
+// W = [Q >= 0] / D (over the student's buffer; only read where beta != 0). Pairs of 32 x 32 tiles, (I, J) with
+// I <= J, are combined through a local tile, so every pass over memory is contiguous.
+template <class T> void symmetrise(const T* w, T* c, i64 b, i64 n, const std::vector<double>& beta, int threads) {
+  constexpr i64 kTile = 32;
+  const i64 tiles = (n + kTile - 1) / kTile;
+#pragma omp parallel num_threads(threads)
+  {
+    T tile[kTile * kTile];
+#pragma omp for schedule(dynamic)
+    for (i64 job = 0; job < b * tiles; ++job) {
+      const i64 a = job / tiles, ti = job % tiles;
+      const T be = T(beta[a]);
+      const T* wa = w + a * n * n;
+      T* m = c + a * n * n;
+      const i64 i0 = ti * kTile, i1 = std::min(n, i0 + kTile), rows = i1 - i0;
+      for (i64 i = i0; i < i1; ++i)
+        for (i64 j = i + 1; j < i1; ++j) {
+          const T v = m[i * n + j] + m[j * n + i] + be * (wa[i * n + j] + wa[j * n + i]);
+          m[i * n + j] = m[j * n + i] = v;
+        }
+      for (i64 tj = ti + 1; tj < tiles; ++tj) {
+        const i64 j0 = tj * kTile, cols = std::min(n, j0 + kTile) - j0;
+        for (i64 r = 0; r < rows; ++r)
+          for (i64 q = 0; q < cols; ++q) tile[r * kTile + q] = m[(i0 + r) * n + j0 + q] + be * wa[(i0 + r) * n + j0 + q];
+        for (i64 q = 0; q < cols; ++q)
+          for (i64 r = 0; r < rows; ++r) tile[r * kTile + q] += m[(j0 + q) * n + i0 + r] + be * wa[(j0 + q) * n + i0 + r];
+        for (i64 r = 0; r < rows; ++r)
+          for (i64 q = 0; q < cols; ++q) m[(i0 + r) * n + j0 + q] = tile[r * kTile + q];
+        for (i64 q = 0; q < cols; ++q)
+          for (i64 r = 0; r < rows; ++r) m[(j0 + q) * n + i0 + r] = tile[r * kTile + q];
+      }
+    }
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 r = 0; r < b * n; ++r) {
+    T* row = c + r * n;
+    const i64 i = r % n;
+    row[i] = T(0);
+    row[i] = -lane_sum<T>(n, [&](i64 j) { return row[j]; });
+  }
+}
+
+// Sum over sets of per-row partials, in row order.
+inline void per_set(const std::vector<double>& rows, i64 b, i64 n, double factor, std::vector<double>& out) {
+  out.assign(b, 0.0);
+  for (i64 a = 0; a < b; ++a) {
+    double total = 0.0;
+    for (i64 i = 0; i < n; ++i) total += rows[a * n + i];
+    out[a] = total * factor;
+  }
+}
+
+template <class T> void store(const std::vector<double>& v, T* out) {
+  for (std::size_t a = 0; a < v.size(); ++a) out[a] = T(v[a]);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// neighbor_rank_loss: q[j|i] = softmax_{j != i}(-D_s / (T s_s)), L = 1/n sum_i (-log k - 1/k sum_{K(i)} log q).
+// ------------------------------------------------------------------------------------------------------------
+template <class T>
+void rank(T* qs, T* qt, i64 b, i64 n, i64 k, double temperature, int need_grad, T* value, int threads) {
+  std::vector<double> sc;
+  scales(qs, b, n, threads, sc);
+  std::vector<double> row_value(b * n), row_dscale(b * n);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> d(n), logit(n), e(n);
+    std::vector<typename KeyOf<T>::type> keys(n);
+    std::vector<i64> nb(k), order;
+    std::vector<char> in(n, 0);
+#pragma omp for schedule(static)
+    for (i64 r = 0; r < b * n; ++r) {
+      const i64 a = r / n, i = r % n;
+      T* q = qs + r * n;
+      T* t = qt + r * n;
+      for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));  // the kNN of A = D^2
+      knn_row(keys.data(), n, i, k, nb.data(), order);
+      const T f = T(-1.0 / temperature / sc[a]);
+      for (i64 j = 0; j < n; ++j) {
+        d[j] = dist(q[j]);
+        logit[j] = d[j] * f;
+      }
+      logit[i] = -std::numeric_limits<T>::infinity();
+      const T mx = lane_max(logit.data(), n);
+      for (i64 j = 0; j < n; ++j) e[j] = exp_nonpos(logit[j] - mx);
+      e[i] = T(0);
+      const T total = lane_sum<T>(n, [&](i64 j) { return e[j]; });
+      double nb_logit = 0.0;
+      for (i64 m = 0; m < k; ++m) nb_logit += logit[nb[m]];
+      row_value[r] = double(mx) + std::log(double(total)) - nb_logit / double(k) - std::log(double(k));
+      if (!need_grad) continue;
+      // g = dL/dlogit = (q - [j in K(i)] / k) / n;  c = dL/dQ = -g W / (2 T s).
+      const T inv_total = T(1) / total, inv_n = T(1.0 / double(n));
+      for (i64 m = 0; m < k; ++m) in[nb[m]] = 1;
+      for (i64 j = 0; j < n; ++j) e[j] = (e[j] * inv_total - (in[j] ? T(1.0 / double(k)) : T(0))) * inv_n;
+      for (i64 m = 0; m < k; ++m) in[nb[m]] = 0;
+      e[i] = T(0);
+      row_dscale[r] = double(lane_sum<T>(n, [&](i64 j) { return e[j] * d[j]; }));
+      const T cf = T(-0.5 / (temperature * sc[a]));
+      for (i64 j = 0; j < n; ++j) {
+        const T w = inv_dist(q[j]);
+        t[j] = e[j] * w * cf;
+        q[j] = w;  // W for symmetrise
+      }
+      t[i] = T(0);
+    }
+  }
+  std::vector<double> v;
+  per_set(row_value, b, n, 1.0 / double(n), v);
+  store(v, value);
+  if (!need_grad) return;
+  std::vector<double> beta;
+  per_set(row_dscale, b, n, 1.0, beta);
+  for (i64 a = 0; a < b; ++a) beta[a] *= 1.0 / (temperature * sc[a] * sc[a]) / (2.0 * double(n * (n - 1)));
+  symmetrise(qs, qt, b, n, beta, threads);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// neighbor_kl_loss: P[j|i] = softmax_{j != i}(-Dn^2 / bw) per network, L = 1/n sum_i KL(P_t[.|i] || P_s[.|i]).
+// ------------------------------------------------------------------------------------------------------------
+template <class T>
+void kl(T* qs, T* qt, i64 b, i64 n, double bandwidth, int need_grad, T* value, int threads) {
+  std::vector<double> sc_s, sc_t;
+  scales(qs, b, n, threads, sc_s);
+  scales(qt, b, n, threads, sc_t);
+  std::vector<double> row_value(b * n), row_dscale(b * n);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> ls(n), lt(n), es(n), et(n);
+#pragma omp for schedule(static)
+    for (i64 r = 0; r < b * n; ++r) {
+      const i64 a = r / n, i = r % n;
+      T* q = qs + r * n;
+      T* t = qt + r * n;
+      const T fs = T(-1.0 / bandwidth / (sc_s[a] * sc_s[a])), ft = T(-1.0 / bandwidth / (sc_t[a] * sc_t[a]));
+      for (i64 j = 0; j < n; ++j) {
+        ls[j] = (clamp0(q[j]) + T(kDistEps)) * fs;
+        lt[j] = (clamp0(t[j]) + T(kDistEps)) * ft;
+      }
+      ls[i] = lt[i] = -std::numeric_limits<T>::infinity();
+      const T ms = lane_max(ls.data(), n), mt = lane_max(lt.data(), n);
+      for (i64 j = 0; j < n; ++j) {
+        es[j] = exp_nonpos(ls[j] - ms);
+        et[j] = exp_nonpos(lt[j] - mt);
+      }
+      es[i] = et[i] = T(0);
+      const T sum_s = lane_sum<T>(n, [&](i64 j) { return es[j]; });
+      const T sum_t = lane_sum<T>(n, [&](i64 j) { return et[j]; });
+      const T lse_s = ms + std::log(sum_s), lse_t = mt + std::log(sum_t);
+      const T inv_s = T(1) / sum_s, inv_t = T(1) / sum_t;
+      // sum_j P_t (log P_t - log P_s) = sum_j P_t (lt - ls) - lse_t + lse_s  (sum_j P_t = 1 up to rounding)
+      row_value[r] = double(lane_sum<T>(n, [&](i64 j) {
+        return j == i ? T(0) : et[j] * inv_t * ((lt[j] - lse_t) - (ls[j] - lse_s));
+      }));
+      if (!need_grad) continue;
+      // g = dL/dlogit_s = (P_s - P_t) / n;  c = dL/dQ = g fs [Q >= 0];  dL/ds_s = -2 / s_s sum g logit_s.
+      const T inv_n = T(1.0 / double(n));
+      for (i64 j = 0; j < n; ++j) es[j] = (es[j] * inv_s - et[j] * inv_t) * inv_n;
+      es[i] = T(0);
+      ls[i] = T(0);
+      row_dscale[r] = double(lane_sum<T>(n, [&](i64 j) { return es[j] * ls[j]; }));
+      for (i64 j = 0; j < n; ++j) {
+        t[j] = q[j] < T(0) ? T(0) : es[j] * fs;
+        q[j] = inv_dist(q[j]);  // W for symmetrise
+      }
+      t[i] = T(0);
+    }
+  }
+  std::vector<double> v;
+  per_set(row_value, b, n, 1.0 / double(n), v);
+  store(v, value);
+  if (!need_grad) return;
+  std::vector<double> beta;
+  per_set(row_dscale, b, n, 1.0, beta);
+  for (i64 a = 0; a < b; ++a) beta[a] *= -2.0 / sc_s[a] / (2.0 * double(n * (n - 1)));
+  symmetrise(qs, qt, b, n, beta, threads);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// local_distance_loss: L = 1/(n k) sum_i sum_{K(i)} huber(Dn_s - Dn_t); k = 0 means every pair (1/(n (n-1))).
+// ------------------------------------------------------------------------------------------------------------
+template <class T>
+void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int threads) {
+  std::vector<double> sc_s, sc_t;
+  scales(qs, b, n, threads, sc_s);
+  scales(qt, b, n, threads, sc_t);
+  const bool all = k == 0;
+  const double pairs = double(n) * double(all ? n - 1 : k);
+  std::vector<double> row_value(b * n), row_dscale(b * n);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> dt(n), u(n);
+    std::vector<typename KeyOf<T>::type> keys(n);
+    std::vector<i64> nb(all ? 0 : k), order;
+#pragma omp for schedule(static)
+    for (i64 r = 0; r < b * n; ++r) {
+      const i64 a = r / n, i = r % n;
+      T* q = qs + r * n;
+      T* t = qt + r * n;
+      const T inv_ss = T(1.0 / sc_s[a]), inv_st = T(1.0 / sc_t[a]);
+      for (i64 j = 0; j < n; ++j) dt[j] = dist(t[j]);
+      double val = 0.0, dsc = 0.0;
+      if (all) {
+        const T cf = T(0.5 / pairs / sc_s[a]);
+        for (i64 j = 0; j < n; ++j) {
+          const T ds = dist(q[j]);
+          const T e = ds * inv_ss - dt[j] * inv_st;
+          const T hp = e < T(-1) ? T(-1) : (e > T(1) ? T(1) : e);
+          u[j] = hp * (e - T(0.5) * hp);
+          dt[j] = -hp * ds;  // reused: dL/ds_s share
+          if (need_grad) {
+            const T w = inv_dist(q[j]);
+            t[j] = hp * w * cf;
+            q[j] = w;  // W for symmetrise
+          }
+        }
+        u[i] = dt[i] = T(0);
+        if (need_grad) t[i] = T(0);
+        val = double(lane_sum<T>(n, [&](i64 j) { return u[j]; }));
+        dsc = double(lane_sum<T>(n, [&](i64 j) { return dt[j]; }));
+      } else {
+        for (i64 j = 0; j < n; ++j) keys[j] = key_of(dt[j]);
+        knn_row(keys.data(), n, i, k, nb.data(), order);
+        if (need_grad)
+          for (i64 j = 0; j < n; ++j) u[j] = T(0);
+        const T cf = T(1.0 / (pairs * 2.0 * sc_s[a]));
+        for (i64 m = 0; m < k; ++m) {
+          const i64 j = nb[m];
+          const T ds = dist(q[j]);
+          const T e = ds * inv_ss - dt[j] * inv_st;
+          const T hp = e < T(-1) ? T(-1) : (e > T(1) ? T(1) : e);
+          val += double(hp * (e - T(0.5) * hp));
+          dsc += double(-hp * ds);
+          if (need_grad) u[j] = q[j] < T(0) ? T(0) : hp / ds * cf;
+        }
+        if (need_grad) {
+          std::memcpy(t, u.data(), sizeof(T) * n);
+          for (i64 j = 0; j < n; ++j) q[j] = inv_dist(q[j]);  // W for symmetrise
+        }
+      }
+      row_value[r] = val;
+      row_dscale[r] = dsc;
+    }
+  }
+  std::vector<double> v;
+  per_set(row_value, b, n, 1.0 / pairs, v);
+  store(v, value);
+  if (!need_grad) return;
+  std::vector<double> beta;
+  per_set(row_dscale, b, n, 1.0 / pairs, beta);
+  for (i64 a = 0; a < b; ++a) beta[a] *= 1.0 / (sc_s[a] * sc_s[a]) / (2.0 * double(n * (n - 1)));
+  symmetrise(qs, qt, b, n, beta, threads);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// neighborhood_contrast_loss: NAC[i] = sum_j M_ij Q_ij / max(sum_{j != i} Q_ij, 1e-12), L = 1/n sum_i (NAC_s -
+// NAC_t)^2 with the instructor's M: the hop ball of radius `radius` on its minimum spanning tree, or its kNN.
+// ------------------------------------------------------------------------------------------------------------
+
+// The tree of one set (Prim, O(n^2)) as adjacency lists. Edge weights are read from the upper triangle of the
+// instructor's Q (D = sqrt(max(Q, 0) + 1e-12); NaN and inf become the largest finite value); with `rep` (each
+// point's first exact copy, or null), copies take their first copy's weights and weigh sqrt(1e-12) to each other.
+// Edges are ordered by (D, min, max): a strict order, so the tree is the one every exact algorithm finds.
+template <class T>
+void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>& adj_start,
+          std::vector<i64>& adj) {
+  const T top = std::numeric_limits<T>::max();
+  auto weight = [&](i64 x, i64 y) {
+    const T v = dist(q[std::min(x, y) * n + std::max(x, y)]);
+    return v <= top ? v : top;  // NaN and +inf
+  };
+  w.resize(n * n);
+  for (i64 i = 0; i < n; ++i)
+    for (i64 j = i + 1; j < n; ++j) {
+      T v;
+      if (rep == nullptr) {
+        v = weight(i, j);
+      } else {
+        v = rep[i] == rep[j] ? T(std::sqrt(kDistEps)) : weight(rep[i], rep[j]);
+      }
+      w[i * n + j] = w[j * n + i] = v;
+    }
+  std::vector<T> best(n, std::numeric_limits<T>::infinity());
+  std::vector<i64> lo(n, 0), hi(n, 0), ends;
+  std::vector<char> in(n, 0);
+  ends.reserve(2 * (n - 1));
+  auto lighter = [](T w1, i64 l1, i64 h1, T w2, i64 l2, i64 h2) {
+    return w1 < w2 || (w1 == w2 && (l1 < l2 || (l1 == l2 && h1 < h2)));
+  };
+  i64 v = 0;
+  in[0] = 1;
+  for (i64 step = 1; step < n; ++step) {
+    const T* row = w.data() + v * n;
+    for (i64 u = 0; u < n; ++u) {
+      if (in[u]) continue;
+      const i64 l = std::min(u, v), h = std::max(u, v);
+      if (lighter(row[u], l, h, best[u], lo[u], hi[u])) {
+        best[u] = row[u];
+        lo[u] = l;
+        hi[u] = h;
+      }
+    }
+    i64 pick = -1;
+    for (i64 u = 0; u < n; ++u)
+      if (!in[u] && (pick < 0 || lighter(best[u], lo[u], hi[u], best[pick], lo[pick], hi[pick]))) pick = u;
+    in[pick] = 1;
+    ends.push_back(lo[pick]);
+    ends.push_back(hi[pick]);
+    v = pick;
+  }
+  adj_start.assign(n + 1, 0);
+  for (i64 e : ends) ++adj_start[e + 1];
+  for (i64 i = 0; i < n; ++i) adj_start[i + 1] += adj_start[i];
+  adj.assign(ends.size(), 0);
+  std::vector<i64> fill(adj_start.begin(), adj_start.end() - 1);
+  for (std::size_t e = 0; e < ends.size(); e += 2) {
+    adj[fill[ends[e]]++] = ends[e + 1];
+    adj[fill[ends[e + 1]]++] = ends[e];
+  }
+}
+
+template <class T>
+void nac(const T* qs, T* qt, i64 b, i64 n, int mst, i64 radius, i64 k, const i64* rep, int need_grad, T* value,
+         int threads) {
+  std::vector<std::vector<i64>> starts(b), adjs(b);
+  if (mst) {
+#pragma omp parallel num_threads(threads)
+    {
+      std::vector<T> w;
+#pragma omp for schedule(dynamic)
+      for (i64 a = 0; a < b; ++a) tree(qt + a * n * n, n, rep ? rep + a * n : nullptr, w, starts[a], adjs[a]);
+    }
+  }
+  std::vector<double> row_value(b * n);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> mask(n), qc(n);
+    std::vector<typename KeyOf<T>::type> keys(n);
+    std::vector<i64> nb(mst ? 0 : k), order, frontier, next, stamp(n, -1);
+#pragma omp for schedule(static)
+    for (i64 r = 0; r < b * n; ++r) {
+      const i64 a = r / n, i = r % n;
+      const T* q = qs + r * n;
+      T* t = qt + r * n;
+      for (i64 j = 0; j < n; ++j) mask[j] = T(0);
+      if (mst) {  // breadth-first ball of `radius` hops; stamp[v] == r marks the visited
+        const i64* st = starts[a].data();
+        const i64* ad = adjs[a].data();
+        frontier.assign(1, i);
+        stamp[i] = r;
+        for (i64 hop = 0; hop < radius && !frontier.empty(); ++hop) {
+          next.clear();
+          for (i64 x : frontier)
+            for (i64 p = st[x]; p < st[x + 1]; ++p)
+              if (stamp[ad[p]] != r) {
+                stamp[ad[p]] = r;
+                mask[ad[p]] = T(1);
+                next.push_back(ad[p]);
+              }
+          frontier.swap(next);
+        }
+      } else {
+        for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));
+        knn_row(keys.data(), n, i, k, nb.data(), order);
+        for (i64 m = 0; m < k; ++m) mask[nb[m]] = T(1);
+      }
+      for (i64 j = 0; j < n; ++j) qc[j] = j == i ? T(0) : clamp0(t[j]);
+      const T total_t = lane_sum<T>(n, [&](i64 j) { return qc[j]; });
+      const T nac_t = lane_sum<T>(n, [&](i64 j) { return qc[j] * mask[j]; }) / std::max(total_t, T(kNacEps));
+      for (i64 j = 0; j < n; ++j) qc[j] = j == i ? T(0) : clamp0(q[j]);
+      const T total_s = lane_sum<T>(n, [&](i64 j) { return qc[j]; });
+      const T nac_s = lane_sum<T>(n, [&](i64 j) { return qc[j] * mask[j]; }) / std::max(total_s, T(kNacEps));
+      const T diff = nac_s - nac_t;
+      row_value[r] = double(diff) * double(diff);
+      if (!need_grad) continue;
+      // c_ij = g_i (M_ij - NAC_i [S_i >= 1e-12]) / max(S_i, 1e-12) [Q_ij >= 0], g_i = 2 (NAC_s - NAC_t) / n.
+      const T live = total_s >= T(kNacEps) ? nac_s : T(0);
+      const T coef = diff * T(2.0 / double(n)) / std::max(total_s, T(kNacEps));
+      for (i64 j = 0; j < n; ++j) t[j] = q[j] < T(0) ? T(0) : (mask[j] - live) * coef;
+      t[i] = T(0);
+    }
+  }
+  std::vector<double> v;
+  per_set(row_value, b, n, 1.0 / double(n), v);
+  store(v, value);
+  if (!need_grad) return;
+  symmetrise(qs, qt, b, n, std::vector<double>(b, 0.0), threads);
+}
+
+}  // namespace
+
+// The C entry points (ctypes): f32 and f64 twins. qs, qt: (b, n, n) contiguous raw squared distances of the
+// student and the instructor, both overwritten (with W and S when need_grad). value: (b,) per-set values.
+extern "C" {
+
+int geokt_abi_version() { return 1; }
+
+#define GEOKT_TWINS(name, params, args)                                                  \
+  void geokt_##name##_f32(float* qs, float* qt, params, float* value, int threads) { \
+    name<float>(qs, qt, args, value, threads);                                           \
+  }                                                                                      \
+  void geokt_##name##_f64(double* qs, double* qt, params, double* value, int threads) { \
+    name<double>(qs, qt, args, value, threads);                                          \
+  }
+
+#define P(...) __VA_ARGS__
+GEOKT_TWINS(rank, P(i64 b, i64 n, i64 k, double temperature, int need_grad), P(b, n, k, temperature, need_grad))
+GEOKT_TWINS(kl, P(i64 b, i64 n, double bandwidth, int need_grad), P(b, n, bandwidth, need_grad))
+GEOKT_TWINS(distance, P(i64 b, i64 n, i64 k, int need_grad), P(b, n, k, need_grad))
+GEOKT_TWINS(nac, P(i64 b, i64 n, int mst, i64 radius, i64 k, const i64* rep, int need_grad),
+            P(b, n, mst, radius, k, rep, need_grad))
+#undef P
+#undef GEOKT_TWINS
+
+}  // extern "C"
