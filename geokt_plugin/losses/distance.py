@@ -87,8 +87,8 @@ def _knn_distances(s: Side, t: Side, start: int, need_grad: bool) -> tuple:
 class _DistanceAllPairs(BlockLoss):
     """Every pair ``j != i``: scales first, then one pass with values and gradients."""
 
-    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
-        return native.distance(q_s, q_t, neighbors=None, need_grad=self.blocks.need_grad)
+    def native_block(self, sets: slice, block: native.Side) -> Tensor:
+        return native.distance(block, neighbors=None, need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         self.scale_s = self.blocks.scales(self.blocks.aug_s)
@@ -106,8 +106,8 @@ class _DistanceKNN(BlockLoss):
 
     second_pass = True
 
-    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
-        return native.distance(q_s, q_t, neighbors=self.k, need_grad=self.blocks.need_grad)
+    def native_block(self, sets: slice, block: native.Side) -> Tensor:
+        return native.distance(block, neighbors=self.k, need_grad=self.blocks.need_grad)
 
     def __init__(self, blocks: Blocks, *, neighbors: int) -> None:
         super().__init__(blocks)

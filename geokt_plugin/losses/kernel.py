@@ -144,7 +144,7 @@ class Blocks:
         self.value = s.new_zeros(self.num_sets)
         self.dscale = s.new_zeros(self.num_sets)
         self.grad = torch.zeros_like(s) if need_grad else None
-        self.vdir = torch.zeros_like(s) if need_grad else None
+        self.vdir: Tensor | None = None  # allocated by the first add(vdir=...): the native kernels never need it
 
     @staticmethod
     def side(aug: Augmented, sets: slice, rows: slice) -> Side:
@@ -202,12 +202,14 @@ class Blocks:
             self.grad[sets, rows] += grad[0]
             self.grad[sets] += grad[1]
         if vdir is not None:
+            if self.vdir is None:
+                self.vdir = torch.zeros_like(self.s)
             self.vdir[sets, rows] += vdir
 
     def result(self) -> tuple[Tensor, Tensor | None]:
         """Per-set values and, with gradients, ``dL/dx = grad + dL/ds * ds/dx``."""
-        if self.grad is None:
-            return self.value, None
+        if self.grad is None or self.vdir is None:
+            return self.value, self.grad
         return self.value, self.grad.add_(self.dscale[:, None, None] * self.vdir)
 
 
@@ -222,10 +224,11 @@ class BlockLoss(ABC):
     """
 
     second_pass = False
-    # A loss with a native kernel (:mod:`.native`) defines ``native_block(sets, q_s, q_t) -> per-set values`` for a
-    # block of whole sets, from both networks' raw ``Q``; with gradients it overwrites ``q_t`` by ``S``, where
-    # ``dL/dX = -2 S X``. The kernel then runs it on CPU wherever the blocks hold whole sets.
-    native_block: Callable[[slice, Tensor, Tensor], Tensor] | None = None
+    # A loss with a native kernel (:mod:`.native`) defines ``native_block(sets, block) -> per-set values`` for a
+    # block of whole sets, ``block = (G_s, G_t, |x_s|^2, |x_t|^2)`` (Gram matrices and squared norms); with
+    # gradients the kernel overwrites ``G_t`` by ``C'``, where ``dL/dX = -2 (C' X + C'^T X)``. The kernel runs it on CPU
+    # wherever the blocks hold whole sets.
+    native_block: Callable[[slice, tuple[Tensor, Tensor, Tensor, Tensor]], Tensor] | None = None
 
     def __init__(self, blocks: Blocks) -> None:
         self.blocks = blocks
@@ -289,14 +292,16 @@ def _block_passes(blocks: Blocks, loss: BlockLoss) -> None:
 
 
 def _native_pass(blocks: Blocks, loss: BlockLoss, whole: list[slice]) -> None:
-    """The native kernels: per block of whole sets, both ``Q`` by one batched matmul each, the loss in C++, and
-    ``grad += -2 S X`` by one more (no scale pass, no ``ds/dx``: the kernel folds the scale's share into ``S``)."""
-    every_row = slice(0, blocks.n)
+    """The native kernels: per block of whole sets, each network's Gram matrix by one batched matmul, the loss in
+    C++, and ``grad += -2 (C' X + C'^T X)`` by two more (BLAS reads the transpose in place); no scale pass, no
+    ``ds/dx``: the kernel folds the scale's share into ``C'``."""
     for sets in whole:
-        q_s, q_t = blocks.sq(blocks.aug_s, sets, every_row), blocks.sq(blocks.aug_t, sets, every_row)
-        blocks.value[sets] += loss.native_block(sets, q_s, q_t)
+        (x_s, sq_s), (x_t, sq_t) = blocks.aug_s, blocks.aug_t
+        x_s, x_t = x_s[sets], x_t[sets]
+        g_s, g_t = torch.bmm(x_s, x_s.transpose(1, 2)), torch.bmm(x_t, x_t.transpose(1, 2))
+        blocks.value[sets] += loss.native_block(sets, (g_s, g_t, sq_s[sets], sq_t[sets]))
         if blocks.grad is not None:
-            blocks.grad[sets].baddbmm_(q_t, blocks.s[sets], alpha=-2.0)
+            blocks.grad[sets].baddbmm_(g_t, x_s, alpha=-2.0).baddbmm_(g_t.transpose(1, 2), x_s, alpha=-2.0)
 
 
 def set_values(s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | None) -> Tensor:
@@ -306,9 +311,12 @@ def set_values(s: Tensor, t: Tensor, make_loss: LossFactory, chunk_size: int | N
     # points give Q = 0 up to the square of the centring residue: constant maps get a zero gradient, not noise / s^2.
     # A NaN or inf in a point of a set makes that set's value NaN (docs/losses.md, "Properties"): without this, the
     # instructor's points enter some losses only through a kNN or a tree, which a NaN leaves finite but wrong.
-    broken = ~(s.detach().isfinite().all(2).all(1) & t.isfinite().all(2).all(1))
-    s, t = rescale_overflowing(s), rescale_overflowing(t)
-    s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
+    # One pass per network gives both: a set's largest |x| is non-finite exactly when a point is (amax keeps NaN).
+    peak_s, peak_t = s.detach().abs().amax(dim=(1, 2)), t.abs().amax(dim=(1, 2))
+    broken = ~(peak_s.isfinite() & peak_t.isfinite())
+    s, t = rescale_overflowing(s, peak_s), rescale_overflowing(t, peak_t)
+    # Contiguous (S, n, C) points: every block's matmuls read them without a copy of their transposed layout.
+    s, t = (s - s.mean(1, keepdim=True)).contiguous(), (t - t.mean(1, keepdim=True)).contiguous()
     need_grad = torch.is_grad_enabled() and s.requires_grad
     return _FusedSetLoss.apply(s, t, make_loss, chunk_size, need_grad, broken)
 

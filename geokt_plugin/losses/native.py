@@ -1,10 +1,10 @@
 """The native CPU kernels (``csrc/geokt_kernels.cpp``): each loss on a block of whole point sets in a few fused passes.
 
 On CPU the eager block kernel spends its time in 15-25 elementwise passes over every ``(rows, n)`` block, in
-``topk`` and in dispatch, not in arithmetic (docs/performance.md). The native kernel keeps the two batched matmuls
-per network that give the squared distances and the one that applies the gradient, and does everything between
-them in C++, row by row, with the row in L1: distances, the scale, the instructor's kNN or tree, the softmaxes,
-the value and ``dL/dQ``. It needs blocks of whole sets (``chunk_size`` at least ``n``, or automatic with
+``topk`` and in dispatch, not in arithmetic (docs/performance.md). The native kernel keeps one batched matmul per
+network (the Gram matrices) and one that applies the gradient, and does everything between them in C++, row by
+row, with the row in L1: squared distances, the scale, the instructor's kNN or tree, the softmaxes, the value and
+``dL/dQ``. It needs blocks of whole sets (``chunk_size`` at least ``n``, or automatic with
 ``n <= MAX_POINTS``); other layouts, other devices and other dtypes run the block kernel of ``kernel.py``.
 
 Build: the first use in a process compiles the source with the system C++ compiler (``c++``/``g++``/``clang++``,
@@ -180,18 +180,20 @@ def whole_set_blocks(num_sets: int, n: int, chunk_size: int | None) -> list[slic
     return [slice(a, min(a + per, num_sets)) for a in range(0, num_sets, per)]
 
 
-def _call(name: str, q_s: Tensor, q_t: Tensor, *args: Any) -> Tensor:
-    """Run ``geokt_<name>`` on a block: per-set values; ``q_t`` becomes ``S`` (see the source) when gradients are
-    asked for (the last of ``args``)."""
+def _call(name: str, g_s: Tensor, g_t: Tensor, sq_s: Tensor, sq_t: Tensor, *args: Any) -> Tensor:
+    """Run ``geokt_<name>`` on a block of Gram matrices and squared norms; per-set values. ``g_s`` and ``g_t`` are
+    overwritten: ``g_t`` by ``C'`` with ``dL/dX_s = -2 (C' X_s + C'^T X_s)`` when gradients are asked for (the last
+    of ``args``)."""
+    _check(g_s, g_t, sq_s, sq_t)
     lib = library()
     if lib is None:  # wanted() said yes, so this is a caller's bug
         raise RuntimeError("geokt_plugin: native kernels called while unavailable")
-    b, n, _ = q_s.shape
-    value = q_s.new_empty(b)
-    fn = getattr(lib, f"geokt_{name}_{_DTYPES[q_s.dtype]}")
+    b, n, _ = g_s.shape
+    value = g_s.new_empty(b)
+    fn = getattr(lib, f"geokt_{name}_{_DTYPES[g_s.dtype]}")
     converted = [ctypes.c_double(a) if isinstance(a, float) else ctypes.c_void_p(a) if isinstance(a, _Pointer)
                  else ctypes.c_int64(int(a)) for a in args]
-    fn(ctypes.c_void_p(q_s.data_ptr()), ctypes.c_void_p(q_t.data_ptr()), ctypes.c_int64(b), ctypes.c_int64(n),
+    fn(*(ctypes.c_void_p(x.data_ptr()) for x in (g_s, g_t, sq_s, sq_t)), ctypes.c_int64(b), ctypes.c_int64(n),
        *converted, ctypes.c_void_p(value.data_ptr()), ctypes.c_int(torch.get_num_threads()))
     return value
 
@@ -200,38 +202,42 @@ class _Pointer(int):
     """A data pointer among a kernel's arguments (0: null)."""
 
 
-def _check(q_s: Tensor, q_t: Tensor) -> None:
-    if q_s.shape != q_t.shape or q_s.dim() != 3 or q_s.shape[1] != q_s.shape[2] or q_s.dtype != q_t.dtype \
-            or not (q_s.is_contiguous() and q_t.is_contiguous()):
-        raise ValueError(f"native kernel: expected two contiguous (b, n, n) tensors of one dtype, got "
-                         f"{tuple(q_s.shape)} {q_s.dtype} and {tuple(q_t.shape)} {q_t.dtype}")
+def _check(g_s: Tensor, g_t: Tensor, sq_s: Tensor, sq_t: Tensor) -> None:
+    b, n = g_s.shape[:2]
+    ok = (g_s.dim() == 3 and g_s.shape == g_t.shape == (b, n, n) and sq_s.shape == sq_t.shape == (b, n)
+          and len({x.dtype for x in (g_s, g_t, sq_s, sq_t)}) == 1 and g_s.dtype in _DTYPES
+          and all(x.is_contiguous() and x.device.type == "cpu" for x in (g_s, g_t, sq_s, sq_t)))
+    if not ok:
+        raise ValueError(f"native kernel: expected contiguous CPU (b, n, n) Gram matrices and (b, n) squared norms "
+                         f"of one float dtype, got {tuple(g_s.shape)}, {tuple(g_t.shape)}, {tuple(sq_s.shape)}, "
+                         f"{tuple(sq_t.shape)} ({g_s.dtype}, {g_t.dtype}, {sq_s.dtype}, {sq_t.dtype})")
 
 
-def rank(q_s: Tensor, q_t: Tensor, *, neighbors: int, temperature: float, need_grad: bool) -> Tensor:
-    """Per-set ``neighbor_rank_loss`` of a block of raw squared distances (``neighbors`` already ``<= n - 1``)."""
-    _check(q_s, q_t)
-    return _call("rank", q_s, q_t, neighbors, float(temperature), need_grad)
+Side = tuple[Tensor, Tensor, Tensor, Tensor]  # (G_s, G_t, |x_s|^2, |x_t|^2) of one block
 
 
-def kl(q_s: Tensor, q_t: Tensor, *, bandwidth: float, need_grad: bool) -> Tensor:
-    """Per-set ``neighbor_kl_loss`` of a block of raw squared distances."""
-    _check(q_s, q_t)
-    return _call("kl", q_s, q_t, float(bandwidth), need_grad)
+def rank(block: Side, *, neighbors: int, temperature: float, need_grad: bool) -> Tensor:
+    """Per-set ``neighbor_rank_loss`` of a block (``neighbors`` already ``<= n - 1``)."""
+    return _call("rank", *block, neighbors, float(temperature), need_grad)
 
 
-def distance(q_s: Tensor, q_t: Tensor, *, neighbors: int | None, need_grad: bool) -> Tensor:
+def kl(block: Side, *, bandwidth: float, need_grad: bool) -> Tensor:
+    """Per-set ``neighbor_kl_loss`` of a block."""
+    return _call("kl", *block, float(bandwidth), need_grad)
+
+
+def distance(block: Side, *, neighbors: int | None, need_grad: bool) -> Tensor:
     """Per-set ``local_distance_loss`` of a block (``neighbors``: ``<= n - 1``, or ``None`` for every pair)."""
-    _check(q_s, q_t)
-    return _call("distance", q_s, q_t, 0 if neighbors is None else neighbors, need_grad)
+    return _call("distance", *block, 0 if neighbors is None else neighbors, need_grad)
 
 
-def nac(q_s: Tensor, q_t: Tensor, *, mst: bool, radius: int, neighbors: int, representatives: Tensor | None,
-        need_grad: bool) -> Tensor:
-    """Per-set ``neighborhood_contrast_loss`` of a block; ``representatives``: ``(b, n)`` long first exact copies
-    of the instructor's points (see ``tree.duplicate_representatives``), for the tree."""
-    _check(q_s, q_t)
-    rep = _Pointer(0)
-    if representatives is not None:
-        representatives = representatives.to(torch.int64).contiguous()
-        rep = _Pointer(representatives.data_ptr())
-    return _call("nac", q_s, q_t, int(mst), radius, neighbors, rep, need_grad)
+def nac(block: Side, *, mst: bool, radius: int, neighbors: int, points: Tensor | None, need_grad: bool) -> Tensor:
+    """Per-set ``neighborhood_contrast_loss`` of a block; ``points``: the instructor's ``(b, n, C)`` points, for the
+    tree (its exact copies tie exactly, as in ``tree.minimum_spanning_tree``); ``None`` with the kNN graph."""
+    ptr, channels = _Pointer(0), 0
+    if mst:
+        if points is None or points.shape[:2] != block[0].shape[:2] or points.dtype != block[0].dtype:
+            raise ValueError("native nac: the tree needs the instructor's (b, n, C) points in the distances' dtype")
+        points = points.contiguous()
+        ptr, channels = _Pointer(points.data_ptr()), points.shape[2]
+    return _call("nac", *block, int(mst), radius, neighbors, ptr, channels, need_grad)

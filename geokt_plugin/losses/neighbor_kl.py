@@ -65,8 +65,8 @@ class _NeighborKL(BlockLoss):
         super().__init__(blocks)
         self.bandwidth = bandwidth
 
-    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
-        return native.kl(q_s, q_t, bandwidth=self.bandwidth, need_grad=self.blocks.need_grad)
+    def native_block(self, sets: slice, block: native.Side) -> Tensor:
+        return native.kl(block, bandwidth=self.bandwidth, need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         self.scale_s = self.blocks.scales(self.blocks.aug_s)

@@ -61,8 +61,8 @@ class _NeighborRank(BlockLoss):
         self.k = min(neighbors, blocks.n - 1)
         self.temperature = temperature
 
-    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
-        return native.rank(q_s, q_t, neighbors=self.k, temperature=self.temperature, need_grad=self.blocks.need_grad)
+    def native_block(self, sets: slice, block: native.Side) -> Tensor:
+        return native.rank(block, neighbors=self.k, temperature=self.temperature, need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         # The instructor enters only through its kNN, which does not depend on its scale.

@@ -19,7 +19,7 @@ from .checks import check_choice, check_int, check_neighbors
 from .compiled import block_function
 from .geometry import DIST_EPS, knn
 from .kernel import BlockLoss, Blocks, Side, block_diag, fill_diag, geometric_loss, pair_grad, sq_block
-from .tree import duplicate_representatives, hop_mask, minimum_spanning_tree
+from .tree import hop_mask, minimum_spanning_tree
 
 __all__ = ["GRAPHS", "GeoKTNeighborhoodContrastLoss", "neighborhood_contrast_loss"]
 
@@ -76,11 +76,10 @@ class _NeighborhoodContrast(BlockLoss):
         shape = (blocks.num_sets, blocks.n - 1, 2)
         self.edges = torch.empty(shape, dtype=torch.long, device=blocks.t.device) if graph == "mst" else None
 
-    def native_block(self, sets: slice, q_s: Tensor, q_t: Tensor) -> Tensor:
+    def native_block(self, sets: slice, block: native.Side) -> Tensor:
         mst = self.graph == "mst"
-        rep = duplicate_representatives(self.blocks.t[sets]) if mst else None  # copies tie exactly, as below
-        return native.nac(q_s, q_t, mst=mst, radius=self.radius, neighbors=self.k, representatives=rep,
-                          need_grad=self.blocks.need_grad)
+        return native.nac(block, mst=mst, radius=self.radius, neighbors=self.k,
+                          points=self.blocks.t[sets] if mst else None, need_grad=self.blocks.need_grad)
 
     def prepare(self) -> None:
         b = self.blocks

@@ -1,17 +1,20 @@
 // The native CPU kernels of the GeoKT losses: one block of whole point sets per call, fused row passes.
 //
 // The math is docs/losses.md; the derivation of the gradient is the comment block of losses/kernel.py. Python
-// (losses/native.py) computes the raw squared distances of a block with one batched matmul per network,
-//     Q[a, i, j] = |x_i|^2 + |x_j|^2 - 2 <x_i, x_j>     (b sets of n points, (b, n, n), not clamped),
-// and hands both to one entry point below. Every entry point
+// (losses/native.py) computes the Gram matrices of a block with one batched matmul per network and hands them to
+// one entry point below, which turns them into the raw squared distances as it first reads each row,
+//     Q[a, i, j] = |x_i|^2 - 2 <x_i, x_j> + |x_j|^2     (b sets of n points, (b, n, n), not clamped).
+// Every entry point
 //   1. walks the rows once for the scales s = mean_{i != j} D (only the losses that use them),
 //   2. walks the rows once more: the instructor's neighbourhood of the row (kNN or tree ball), the row's value,
 //      its share of dL/ds, and c[i, j] = dL/dQ[i, j] without the scale's share, written over the instructor's row,
-//   3. folds the scale's share in and symmetrises in place: S = c + c^T + beta (W + W^T), beta = (dL/ds) / (2 n (n-1)),
-//      W = [Q >= 0] / D, so that dL/dx_i = 2 sum_j S_ij (x_i - x_j),
-//   4. stores -rowsum(S) on the diagonal, so that dL/dX = -2 S X is one more matmul in Python.
-// With gradients the student's Q is overwritten by W once each row is done. Everything a row needs stays in per-thread row buffers (L1); per-row partial sums
-// are reduced per set in a fixed order, so results do not depend on the number of threads.
+//   3. folds the scale's share in, in place: C' = c + beta W, beta = (dL/ds) / (2 n (n-1)), W = [Q >= 0] / D, so that
+//      dL/dx_i = 2 sum_j S_ij (x_i - x_j) with S = C' + C'^T,
+//   4. stores -(rowsum + colsum) / 2 of C' on its diagonal, so that dL/dX = -2 (C' X + C'^T X): two matmuls in
+//      Python (BLAS reads the transpose in place).
+// With gradients the student's Q is overwritten by W once each row is done. Everything a row needs stays in
+// per-thread row buffers (L1); per-row partial sums are reduced per set in a fixed order, so results do not depend
+// on the number of threads.
 //
 // Values are those of the eager path up to rounding: the same formulas (clamp, + 1e-12, sqrt, log-softmax), a
 // vectorisable exp for float (Cephes' polynomial, within 2 ulp of the true value), std::exp for double. Ties in a
@@ -23,7 +26,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
 
 namespace {
 
@@ -86,15 +91,23 @@ template <class T> inline T lane_max(const T* x, i64 n) {
   return m;
 }
 
+// A key and its index as one integer ordered like (key, index): selections then compare plain integers.
+inline std::uint64_t packed(std::uint32_t key, i64 j) { return (std::uint64_t(key) << 32) | std::uint64_t(j); }
+inline unsigned __int128 packed(std::uint64_t key, i64 j) {
+  return (static_cast<unsigned __int128>(key) << 64) | std::uint64_t(j);
+}
+
 // The k smallest keys[j], j != i, ties towards the lower j, into nb (unordered); keys[i] is overwritten.
 // For k <= kLanes: the minima of kLanes interleaved column groups are k distinct entries no smaller than the k-th
-// smallest, so the k-th smallest minimum is a threshold every one of the k nearest passes; one vectorised pass
-// finds it, a compare-and-append pass collects the few candidates, and a selection among them picks k.
-template <class K> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, std::vector<i64>& cand) {
+// smallest, so the k-th smallest of those minima is a threshold every one of the k nearest passes. One vectorised
+// pass finds the minima, an insertion the threshold, a branch-free compare-and-append pass the
+// few candidates (about 10 of 256 on these maps), and an insertion sort of (key, index) integers picks k of them.
+template <class K, class P> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, std::vector<P>& cand) {
   const K top = std::numeric_limits<K>::max();
   keys[i] = top;
-  auto less = [keys](i64 a, i64 b) { return keys[a] < keys[b] || (keys[a] == keys[b] && a < b); };
-  cand.clear();
+  cand.resize(n);
+  i64 count = 0;
+  K threshold = top;
   if (k <= kLanes && n >= 4 * kLanes) {
     K m[kLanes];
     for (int l = 0; l < kLanes; ++l) m[l] = top;
@@ -102,25 +115,53 @@ template <class K> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, std::vect
     for (; j + kLanes <= n; j += kLanes)
       for (int l = 0; l < kLanes; ++l) m[l] = keys[j + l] < m[l] ? keys[j + l] : m[l];
     for (; j < n; ++j) m[0] = keys[j] < m[0] ? keys[j] : m[0];
-    std::nth_element(m, m + (k - 1), m + kLanes);
-    const K threshold = m[k - 1];
-    for (j = 0; j < n; ++j)
-      if (keys[j] <= threshold && j != i) cand.push_back(j);
-  } else {
-    for (i64 j = 0; j < n; ++j)
-      if (j != i) cand.push_back(j);
+    K low[kLanes];  // the k smallest minima, ascending, by insertion
+    i64 filled = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      if (filled == k && !(m[l] < low[k - 1])) continue;
+      i64 p = filled < k ? filled++ : k - 1;
+      for (; p > 0 && m[l] < low[p - 1]; --p) low[p] = low[p - 1];
+      low[p] = m[l];
+    }
+    threshold = low[k - 1];
   }
-  if (static_cast<i64>(cand.size()) > k) std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), less);
-  std::copy(cand.begin(), cand.begin() + k, nb);
+  i64 j = 0;
+  for (; j < n; ++j) {  // branch-free append: the test rarely passes, a branch would mispredict
+    cand[count] = packed(keys[j], j);
+    count += (keys[j] <= threshold) & (j != i);
+  }
+  if (count <= 4 * kLanes) {
+    for (i64 a = 1; a < count; ++a) {
+      const P v = cand[a];
+      i64 p = a;
+      for (; p > 0 && v < cand[p - 1]; --p) cand[p] = cand[p - 1];
+      cand[p] = v;
+    }
+  } else if (count > k) {
+    std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.begin() + count);
+  }
+  for (i64 m = 0; m < k; ++m) nb[m] = i64(cand[m] & 0xFFFFFFFFu);
 }
 
-// Per-set mean off-diagonal distance, max(., 1e-12), of b sets: q is (b, n, n).
-template <class T> void scales(const T* q, i64 b, i64 n, int threads, std::vector<double>& out) {
+// Row i of a set's Gram matrix G (sq: the set's squared norms) becomes Q_ij = |x_i|^2 - 2 G_ij + |x_j|^2, in place.
+template <class T> inline void from_gram(T* row, const T* sq, i64 i, i64 n) {
+  const T sq_i = sq[i];
+  for (i64 j = 0; j < n; ++j) row[j] = (sq_i - T(2) * row[j]) + sq[j];
+}
+
+template <class T> void from_gram_all(T* g, const T* sq, i64 b, i64 n, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 r = 0; r < b * n; ++r) from_gram(g + r * n, sq + (r / n) * n, r % n, n);
+}
+
+// Per-set mean off-diagonal distance, max(., 1e-12), of b sets; q: their (b, n, n) Gram matrices, turned into Q.
+template <class T> void scales(T* q, const T* sq, i64 b, i64 n, int threads, std::vector<double>& out) {
   std::vector<double> rows(b * n);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (i64 r = 0; r < b * n; ++r) {
-    const T* row = q + r * n;
+    T* row = q + r * n;
     const i64 i = r % n;
+    from_gram(row, sq + (r / n) * n, i, n);
     rows[r] = lane_sum<T>(n, [&](i64 j) { return j == i ? T(0) : dist(row[j]); });
   }
   out.assign(b, 0.0);
@@ -131,47 +172,36 @@ template <class T> void scales(const T* q, i64 b, i64 n, int threads, std::vecto
   }
 }
 
-// Steps 3 and 4 of the header: c (over the instructor's buffer) becomes S with -rowsum(S) on the diagonal; w holds
-// W = [Q >= 0] / D (over the student's buffer; only read where beta != 0). Pairs of 32 x 32 tiles, (I, J) with
-// I <= J, are combined through a local tile, so every pass over memory is contiguous.
-template <class T> void symmetrise(const T* w, T* c, i64 b, i64 n, const std::vector<double>& beta, int threads) {
-  constexpr i64 kTile = 32;
-  const i64 tiles = (n + kTile - 1) / kTile;
-#pragma omp parallel num_threads(threads)
-  {
-    T tile[kTile * kTile];
-#pragma omp for schedule(dynamic)
-    for (i64 job = 0; job < b * tiles; ++job) {
-      const i64 a = job / tiles, ti = job % tiles;
-      const T be = T(beta[a]);
-      const T* wa = w + a * n * n;
-      T* m = c + a * n * n;
-      const i64 i0 = ti * kTile, i1 = std::min(n, i0 + kTile), rows = i1 - i0;
-      for (i64 i = i0; i < i1; ++i)
-        for (i64 j = i + 1; j < i1; ++j) {
-          const T v = m[i * n + j] + m[j * n + i] + be * (wa[i * n + j] + wa[j * n + i]);
-          m[i * n + j] = m[j * n + i] = v;
-        }
-      for (i64 tj = ti + 1; tj < tiles; ++tj) {
-        const i64 j0 = tj * kTile, cols = std::min(n, j0 + kTile) - j0;
-        for (i64 r = 0; r < rows; ++r)
-          for (i64 q = 0; q < cols; ++q) tile[r * kTile + q] = m[(i0 + r) * n + j0 + q] + be * wa[(i0 + r) * n + j0 + q];
-        for (i64 q = 0; q < cols; ++q)
-          for (i64 r = 0; r < rows; ++r) tile[r * kTile + q] += m[(j0 + q) * n + i0 + r] + be * wa[(j0 + q) * n + i0 + r];
-        for (i64 r = 0; r < rows; ++r)
-          for (i64 q = 0; q < cols; ++q) m[(i0 + r) * n + j0 + q] = tile[r * kTile + q];
-        for (i64 q = 0; q < cols; ++q)
-          for (i64 r = 0; r < rows; ++r) m[(j0 + q) * n + i0 + r] = tile[r * kTile + q];
-      }
+// Steps 3 and 4 of the header: c (over the instructor's buffer) becomes C' = c + beta W row by row, w holding
+// W = [Q >= 0] / D (over the student's buffer; only read where beta != 0), and the diagonal of C' becomes
+// -(rowsum_i + colsum_i) / 2 of its off-diagonal entries. Then S = C' + C'^T has -rowsum(S) on its diagonal and
+// dL/dX = -2 (C' X + C'^T X): two matmuls in Python, no transpose here. Column sums are accumulated per chunk of
+// kChunk rows and reduced in chunk order, so they do not depend on the number of threads.
+template <class T> void fold_scale(const T* w, T* c, i64 b, i64 n, const std::vector<double>& beta, int threads) {
+  constexpr i64 kChunk = 64;
+  const i64 chunks = (n + kChunk - 1) / kChunk;
+  std::vector<T> rows(b * n), cols(b * chunks * n, T(0));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 job = 0; job < b * chunks; ++job) {
+    const i64 a = job / chunks, r0 = a * n + (job % chunks) * kChunk, r1 = std::min(a * n + n, r0 + kChunk);
+    const T be = T(beta[a]);
+    T* col = cols.data() + job * n;
+    for (i64 r = r0; r < r1; ++r) {
+      T* row = c + r * n;
+      const T* wr = w + r * n;
+      if (be != T(0))
+        for (i64 j = 0; j < n; ++j) row[j] += be * wr[j];
+      row[r - a * n] = T(0);
+      rows[r] = lane_sum<T>(n, [&](i64 j) { return row[j]; });
+      for (i64 j = 0; j < n; ++j) col[j] += row[j];
     }
   }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (i64 r = 0; r < b * n; ++r) {
-    T* row = c + r * n;
-    const i64 i = r % n;
-    row[i] = T(0);
-    row[i] = -lane_sum<T>(n, [&](i64 j) { return row[j]; });
-  }
+  for (i64 a = 0; a < b; ++a)
+    for (i64 i = 0; i < n; ++i) {
+      T total = T(0);
+      for (i64 q = 0; q < chunks; ++q) total += cols[(a * chunks + q) * n + i];
+      c[(a * n + i) * n + i] = -(rows[a * n + i] + total) / T(2);
+    }
 }
 
 // Sum over sets of per-row partials, in row order.
@@ -192,21 +222,24 @@ template <class T> void store(const std::vector<double>& v, T* out) {
 // neighbor_rank_loss: q[j|i] = softmax_{j != i}(-D_s / (T s_s)), L = 1/n sum_i (-log k - 1/k sum_{K(i)} log q).
 // ------------------------------------------------------------------------------------------------------------
 template <class T>
-void rank(T* qs, T* qt, i64 b, i64 n, i64 k, double temperature, int need_grad, T* value, int threads) {
+void rank(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, double temperature, int need_grad,
+          T* value, int threads) {
   std::vector<double> sc;
-  scales(qs, b, n, threads, sc);
+  scales(qs, sq_s, b, n, threads, sc);
   std::vector<double> row_value(b * n), row_dscale(b * n);
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> d(n), logit(n), e(n);
     std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(k), order;
+    std::vector<i64> nb(k);
+    std::vector<decltype(packed(key_of(T(0)), 0))> order;
     std::vector<char> in(n, 0);
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
       const i64 a = r / n, i = r % n;
       T* q = qs + r * n;
       T* t = qt + r * n;
+      from_gram(t, sq_t + a * n, i, n);
       for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));  // the kNN of A = D^2
       knn_row(keys.data(), n, i, k, nb.data(), order);
       const T f = T(-1.0 / temperature / sc[a]);
@@ -234,7 +267,7 @@ void rank(T* qs, T* qt, i64 b, i64 n, i64 k, double temperature, int need_grad, 
       for (i64 j = 0; j < n; ++j) {
         const T w = inv_dist(q[j]);
         t[j] = e[j] * w * cf;
-        q[j] = w;  // W for symmetrise
+        q[j] = w;  // W for fold_scale
       }
       t[i] = T(0);
     }
@@ -246,17 +279,18 @@ void rank(T* qs, T* qt, i64 b, i64 n, i64 k, double temperature, int need_grad, 
   std::vector<double> beta;
   per_set(row_dscale, b, n, 1.0, beta);
   for (i64 a = 0; a < b; ++a) beta[a] *= 1.0 / (temperature * sc[a] * sc[a]) / (2.0 * double(n * (n - 1)));
-  symmetrise(qs, qt, b, n, beta, threads);
+  fold_scale(qs, qt, b, n, beta, threads);
 }
 
 // ------------------------------------------------------------------------------------------------------------
 // neighbor_kl_loss: P[j|i] = softmax_{j != i}(-Dn^2 / bw) per network, L = 1/n sum_i KL(P_t[.|i] || P_s[.|i]).
 // ------------------------------------------------------------------------------------------------------------
 template <class T>
-void kl(T* qs, T* qt, i64 b, i64 n, double bandwidth, int need_grad, T* value, int threads) {
+void kl(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, double bandwidth, int need_grad, T* value,
+        int threads) {
   std::vector<double> sc_s, sc_t;
-  scales(qs, b, n, threads, sc_s);
-  scales(qt, b, n, threads, sc_t);
+  scales(qs, sq_s, b, n, threads, sc_s);
+  scales(qt, sq_t, b, n, threads, sc_t);
   std::vector<double> row_value(b * n), row_dscale(b * n);
 #pragma omp parallel num_threads(threads)
   {
@@ -295,7 +329,7 @@ void kl(T* qs, T* qt, i64 b, i64 n, double bandwidth, int need_grad, T* value, i
       row_dscale[r] = double(lane_sum<T>(n, [&](i64 j) { return es[j] * ls[j]; }));
       for (i64 j = 0; j < n; ++j) {
         t[j] = q[j] < T(0) ? T(0) : es[j] * fs;
-        q[j] = inv_dist(q[j]);  // W for symmetrise
+        q[j] = inv_dist(q[j]);  // W for fold_scale
       }
       t[i] = T(0);
     }
@@ -307,17 +341,18 @@ void kl(T* qs, T* qt, i64 b, i64 n, double bandwidth, int need_grad, T* value, i
   std::vector<double> beta;
   per_set(row_dscale, b, n, 1.0, beta);
   for (i64 a = 0; a < b; ++a) beta[a] *= -2.0 / sc_s[a] / (2.0 * double(n * (n - 1)));
-  symmetrise(qs, qt, b, n, beta, threads);
+  fold_scale(qs, qt, b, n, beta, threads);
 }
 
 // ------------------------------------------------------------------------------------------------------------
 // local_distance_loss: L = 1/(n k) sum_i sum_{K(i)} huber(Dn_s - Dn_t); k = 0 means every pair (1/(n (n-1))).
 // ------------------------------------------------------------------------------------------------------------
 template <class T>
-void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int threads) {
+void distance(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, int need_grad, T* value,
+              int threads) {
   std::vector<double> sc_s, sc_t;
-  scales(qs, b, n, threads, sc_s);
-  scales(qt, b, n, threads, sc_t);
+  scales(qs, sq_s, b, n, threads, sc_s);
+  scales(qt, sq_t, b, n, threads, sc_t);
   const bool all = k == 0;
   const double pairs = double(n) * double(all ? n - 1 : k);
   std::vector<double> row_value(b * n), row_dscale(b * n);
@@ -325,7 +360,8 @@ void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int th
   {
     std::vector<T> dt(n), u(n);
     std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(all ? 0 : k), order;
+    std::vector<i64> nb(all ? 0 : k);
+    std::vector<decltype(packed(key_of(T(0)), 0))> order;
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
       const i64 a = r / n, i = r % n;
@@ -345,7 +381,7 @@ void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int th
           if (need_grad) {
             const T w = inv_dist(q[j]);
             t[j] = hp * w * cf;
-            q[j] = w;  // W for symmetrise
+            q[j] = w;  // W for fold_scale
           }
         }
         u[i] = dt[i] = T(0);
@@ -369,7 +405,7 @@ void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int th
         }
         if (need_grad) {
           std::memcpy(t, u.data(), sizeof(T) * n);
-          for (i64 j = 0; j < n; ++j) q[j] = inv_dist(q[j]);  // W for symmetrise
+          for (i64 j = 0; j < n; ++j) q[j] = inv_dist(q[j]);  // W for fold_scale
         }
       }
       row_value[r] = val;
@@ -383,7 +419,7 @@ void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int th
   std::vector<double> beta;
   per_set(row_dscale, b, n, 1.0 / pairs, beta);
   for (i64 a = 0; a < b; ++a) beta[a] *= 1.0 / (sc_s[a] * sc_s[a]) / (2.0 * double(n * (n - 1)));
-  symmetrise(qs, qt, b, n, beta, threads);
+  fold_scale(qs, qt, b, n, beta, threads);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -391,55 +427,93 @@ void distance(T* qs, T* qt, i64 b, i64 n, i64 k, int need_grad, T* value, int th
 // NAC_t)^2 with the instructor's M: the hop ball of radius `radius` on its minimum spanning tree, or its kNN.
 // ------------------------------------------------------------------------------------------------------------
 
-// The tree of one set (Prim, O(n^2)) as adjacency lists. Edge weights are read from the upper triangle of the
-// instructor's Q (D = sqrt(max(Q, 0) + 1e-12); NaN and inf become the largest finite value); with `rep` (each
-// point's first exact copy, or null), copies take their first copy's weights and weigh sqrt(1e-12) to each other.
-// Edges are ordered by (D, min, max): a strict order, so the tree is the one every exact algorithm finds.
-template <class T>
-void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>& adj_start,
-          std::vector<i64>& adj) {
-  const T top = std::numeric_limits<T>::max();
-  auto weight = [&](i64 x, i64 y) {
-    const T v = dist(q[std::min(x, y) * n + std::max(x, y)]);
-    return v <= top ? v : top;  // NaN and +inf
+// Each point's first exact copy among the n points (C channels) of one set: rep[i] = the lowest j with x_j == x_i
+// in every channel (-0.0 == 0.0; NaN equals nothing, so such a point is its own). Points are grouped by a hash of
+// their bits (after + 0.0, which turns -0.0 into 0.0), then compared exactly within a group.
+template <class T> void first_copies(const T* x, i64 n, i64 C, std::vector<i64>& rep, std::vector<std::uint64_t>& hash,
+                                     std::vector<i64>& order) {
+  hash.resize(n);
+  for (i64 i = 0; i < n; ++i) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (i64 c = 0; c < C; ++c) {
+      const T v = x[i * C + c] + T(0);
+      h = (h ^ std::uint64_t(key_of(v))) * 1099511628211ull;
+    }
+    hash[i] = h;
+  }
+  order.resize(n);
+  for (i64 i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](i64 a, i64 b) { return hash[a] < hash[b] || (hash[a] == hash[b] && a < b); });
+  rep.resize(n);
+  auto same = [&](i64 a, i64 b) {
+    for (i64 c = 0; c < C; ++c)
+      if (!(x[a * C + c] == x[b * C + c])) return false;
+    return true;
   };
+  for (i64 g = 0; g < n;) {
+    i64 e = g;
+    while (e < n && hash[order[e]] == hash[order[g]]) ++e;
+    for (i64 p = g; p < e; ++p) {  // in index order: the first equal earlier member is the lowest copy
+      const i64 i = order[p];
+      rep[i] = i;
+      for (i64 q = g; q < p; ++q)
+        if (rep[order[q]] == order[q] && same(order[q], i)) {
+          rep[i] = order[q];
+          break;
+        }
+    }
+    g = e;
+  }
+}
+
+// Edge (x, y) of weight w as one integer ordered like (w, min, max): w's bits (w >= 0), then the two ends.
+inline unsigned __int128 edge_code(double w, i64 lo, i64 hi) {
+  return (static_cast<unsigned __int128>(key_of(w)) << 64) | (std::uint64_t(lo) << 32) | std::uint64_t(hi);
+}
+inline std::uint64_t edge_code(float w, i64 lo, i64 hi) {
+  return (std::uint64_t(key_of(w)) << 32) | (std::uint64_t(lo) << 16) | std::uint64_t(hi);  // n <= 65536
+}
+
+// The tree of one set (Prim, O(n^2)) as adjacency lists. Edge weights are read from the upper triangle of the
+// instructor's Q (D = sqrt(max(Q, 0) + 1e-12); NaN and inf become the largest finite value); copies (rep) take
+// their first copy's weights and weigh sqrt(1e-12) to each other. Edges are ordered by (D, min, max), packed into
+// one integer: a strict order, so the tree is the one every exact algorithm finds (losses/tree.py's Borůvka).
+template <class T>
+void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>& adj_start, std::vector<i64>& adj) {
+  using Code = decltype(edge_code(T(0), 0, 0));
+  const T top = std::numeric_limits<T>::max();
   w.resize(n * n);
   for (i64 i = 0; i < n; ++i)
     for (i64 j = i + 1; j < n; ++j) {
-      T v;
-      if (rep == nullptr) {
-        v = weight(i, j);
-      } else {
-        v = rep[i] == rep[j] ? T(std::sqrt(kDistEps)) : weight(rep[i], rep[j]);
-      }
-      w[i * n + j] = w[j * n + i] = v;
+      const T v = dist(q[i * n + j]);
+      w[i * n + j] = v <= top ? v : top;  // NaN and +inf
     }
-  std::vector<T> best(n, std::numeric_limits<T>::infinity());
-  std::vector<i64> lo(n, 0), hi(n, 0), ends;
-  std::vector<char> in(n, 0);
-  ends.reserve(2 * (n - 1));
-  auto lighter = [](T w1, i64 l1, i64 h1, T w2, i64 l2, i64 h2) {
-    return w1 < w2 || (w1 == w2 && (l1 < l2 || (l1 == l2 && h1 < h2)));
+  auto weight = [&](i64 x, i64 y) {  // symmetric, from the upper triangle, with copies
+    const i64 a = rep[x], b = rep[y];
+    if (a == b) return T(std::sqrt(kDistEps));
+    return a < b ? w[a * n + b] : w[b * n + a];
   };
+  const Code none = ~Code(0);
+  std::vector<Code> best(n, none), row(n);
+  std::vector<Code> taken(n, 0);  // none for points in the tree: OR-ing it keeps them out of every minimum
+  std::vector<i64> ends;
+  ends.reserve(2 * (n - 1));
   i64 v = 0;
-  in[0] = 1;
+  taken[0] = none;
   for (i64 step = 1; step < n; ++step) {
-    const T* row = w.data() + v * n;
+    for (i64 u = 0; u < n; ++u) row[u] = edge_code(weight(v, u), std::min(u, v), std::max(u, v)) | taken[u];
+    Code least = none;
     for (i64 u = 0; u < n; ++u) {
-      if (in[u]) continue;
-      const i64 l = std::min(u, v), h = std::max(u, v);
-      if (lighter(row[u], l, h, best[u], lo[u], hi[u])) {
-        best[u] = row[u];
-        lo[u] = l;
-        hi[u] = h;
-      }
+      best[u] = row[u] < best[u] ? row[u] : best[u];
+      least = best[u] < least ? best[u] : least;
     }
-    i64 pick = -1;
-    for (i64 u = 0; u < n; ++u)
-      if (!in[u] && (pick < 0 || lighter(best[u], lo[u], hi[u], best[pick], lo[pick], hi[pick]))) pick = u;
-    in[pick] = 1;
-    ends.push_back(lo[pick]);
-    ends.push_back(hi[pick]);
+    const i64 lo = std::is_same<T, float>::value ? i64((least >> 16) & 0xFFFF) : i64((least >> 32) & 0xFFFFFFFF);
+    const i64 hi = std::is_same<T, float>::value ? i64(least & 0xFFFF) : i64(least & 0xFFFFFFFF);
+    const i64 pick = taken[lo] ? hi : lo;
+    taken[pick] = none;
+    best[pick] = none;
+    ends.push_back(lo);
+    ends.push_back(hi);
     v = pick;
   }
   adj_start.assign(n + 1, 0);
@@ -454,15 +528,22 @@ void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>
 }
 
 template <class T>
-void nac(const T* qs, T* qt, i64 b, i64 n, int mst, i64 radius, i64 k, const i64* rep, int need_grad, T* value,
-         int threads) {
+void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 radius, i64 k, const T* points,
+         i64 channels, int need_grad, T* value, int threads) {
+  from_gram_all(qs, sq_s, b, n, threads);
+  from_gram_all(qt, sq_t, b, n, threads);
   std::vector<std::vector<i64>> starts(b), adjs(b);
   if (mst) {
 #pragma omp parallel num_threads(threads)
     {
       std::vector<T> w;
+      std::vector<i64> rep, order;
+      std::vector<std::uint64_t> hash;
 #pragma omp for schedule(dynamic)
-      for (i64 a = 0; a < b; ++a) tree(qt + a * n * n, n, rep ? rep + a * n : nullptr, w, starts[a], adjs[a]);
+      for (i64 a = 0; a < b; ++a) {
+        first_copies(points + a * n * channels, n, channels, rep, hash, order);
+        tree(qt + a * n * n, n, rep.data(), w, starts[a], adjs[a]);
+      }
     }
   }
   std::vector<double> row_value(b * n);
@@ -470,7 +551,8 @@ void nac(const T* qs, T* qt, i64 b, i64 n, int mst, i64 radius, i64 k, const i64
   {
     std::vector<T> mask(n), qc(n);
     std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(mst ? 0 : k), order, frontier, next, stamp(n, -1);
+    std::vector<i64> nb(mst ? 0 : k), frontier, next, stamp(n, -1);
+    std::vector<decltype(packed(key_of(T(0)), 0))> order;
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
       const i64 a = r / n, i = r % n;
@@ -518,31 +600,34 @@ void nac(const T* qs, T* qt, i64 b, i64 n, int mst, i64 radius, i64 k, const i64
   per_set(row_value, b, n, 1.0 / double(n), v);
   store(v, value);
   if (!need_grad) return;
-  symmetrise(qs, qt, b, n, std::vector<double>(b, 0.0), threads);
+  fold_scale(qs, qt, b, n, std::vector<double>(b, 0.0), threads);
 }
 
 }  // namespace
 
-// The C entry points (ctypes): f32 and f64 twins. qs, qt: (b, n, n) contiguous raw squared distances of the
-// student and the instructor, both overwritten (with W and S when need_grad). value: (b,) per-set values.
+// The C entry points (ctypes): f32 and f64 twins. qs, qt: (b, n, n) contiguous Gram matrices of the student's and
+// the instructor's points, sq_s, sq_t: (b, n) their squared norms; qs and qt are overwritten (by Q, then W and C'
+// when need_grad). value: (b,) per-set values.
 extern "C" {
 
 int geokt_abi_version() { return 1; }
 
 #define GEOKT_TWINS(name, params, args)                                                  \
-  void geokt_##name##_f32(float* qs, float* qt, params, float* value, int threads) { \
-    name<float>(qs, qt, args, value, threads);                                           \
-  }                                                                                      \
-  void geokt_##name##_f64(double* qs, double* qt, params, double* value, int threads) { \
-    name<double>(qs, qt, args, value, threads);                                          \
+  void geokt_##name##_f32(float* qs, float* qt, const float* sq_s, const float* sq_t, params, float* value, \
+                          int threads) {                                                                     \
+    name<float>(qs, qt, sq_s, sq_t, args, value, threads);                                                   \
+  }                                                                                                          \
+  void geokt_##name##_f64(double* qs, double* qt, const double* sq_s, const double* sq_t, params,           \
+                          double* value, int threads) {                                                      \
+    name<double>(qs, qt, sq_s, sq_t, args, value, threads);                                                  \
   }
 
 #define P(...) __VA_ARGS__
 GEOKT_TWINS(rank, P(i64 b, i64 n, i64 k, double temperature, int need_grad), P(b, n, k, temperature, need_grad))
 GEOKT_TWINS(kl, P(i64 b, i64 n, double bandwidth, int need_grad), P(b, n, bandwidth, need_grad))
 GEOKT_TWINS(distance, P(i64 b, i64 n, i64 k, int need_grad), P(b, n, k, need_grad))
-GEOKT_TWINS(nac, P(i64 b, i64 n, int mst, i64 radius, i64 k, const i64* rep, int need_grad),
-            P(b, n, mst, radius, k, rep, need_grad))
+GEOKT_TWINS(nac, P(i64 b, i64 n, int mst, i64 radius, i64 k, const void* points, i64 channels, int need_grad),
+            P(b, n, mst, radius, k, static_cast<decltype(qs + 0)>(const_cast<void*>(points)), channels, need_grad))
 #undef P
 #undef GEOKT_TWINS
 
