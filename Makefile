@@ -24,8 +24,10 @@ data:
 demo: setup data
 	$(BIN)/python scripts/demo.py
 
+# The whole suite (eager losses), then every loss test again on the native CPU kernels (about a minute more).
 test: setup data
 	$(BIN)/python -m pytest -q
+	GEOKT_TEST_KERNEL=native $(BIN)/python -m pytest -q tests/losses
 
 lint: setup
 	$(BIN)/ruff check geokt_plugin tests benchmarks scripts
