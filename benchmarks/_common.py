@@ -76,6 +76,17 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def paired_ratio(times: list[float], base: list[float], *, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Median of the per-round ratios ``times[r] / base[r]`` (same round, so load changes cancel) and a 95 %
+    percentile-bootstrap interval of that median (rounds resampled with replacement, seeded)."""
+    ratios = torch.tensor(times, dtype=torch.float64) / torch.tensor(base, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(ratios), (resamples, len(ratios)), generator=g)
+    medians = ratios[picks].median(dim=1).values.sort().values
+    return {"median": float(ratios.median()), "low": float(medians[int(0.025 * resamples)]),
+            "high": float(medians[int(0.975 * resamples) - 1])}
+
+
 def interleaved_times(
     variants: dict[str, Callable[[], Any]],
     *,

@@ -2,6 +2,8 @@
 
 Baselines on the same feature maps (student ``(B, 32, H, W)``, instructor ``(B, 64, H, W)``, N = H*W):
 
+* ``GeoKT-<loss>`` runs on the automatic kernel path (on CPU: the native C++ kernels where a block holds whole
+  sets), ``GeoKT-<loss> eager`` on the eager block kernel (``GEOKT_COMPILE=0``), side by side;
 * ``dense``: the straightforward autograd formulation of docs/losses.md (full ``(S, n, n)`` matrices, autograd
   keeps the intermediates): what a plain implementation costs (``geokt_plugin.testing.dense`` on the package's
   dense geometry);
@@ -42,6 +44,7 @@ from torchdistill.losses.registry import get_mid_level_loss  # noqa: E402
 import geokt_plugin  # noqa: E402,F401  (registers the GeoKT* losses)
 from geokt_plugin import functional as GF  # noqa: E402
 from geokt_plugin.losses import LOSS_SPECS  # noqa: E402
+from geokt_plugin.losses.paths import select_path  # noqa: E402
 
 CS, CT = 32, 64
 GEO = {name: spec.function for name, spec in LOSS_SPECS.items()}
@@ -68,6 +71,18 @@ def torchdistill_losses() -> dict[str, Any]:
     return {name: get_mid_level_loss(cfg) for name, cfg in configs.items()}
 
 
+def on_path(path: str, fn: Callable[[], Tensor]) -> Callable[[], Tensor]:
+    """``fn`` run on one kernel path (``geokt_plugin.losses.paths``), then the automatic choice again."""
+    def run() -> Tensor:
+        select_path(path)
+        try:
+            return fn()
+        finally:
+            select_path("auto")
+
+    return run
+
+
 def _dense_closure(kind: str, student: Tensor, teacher: Tensor, scope: str) -> Callable[[], Tensor]:
     """The plain-autograd formulation of one loss (LossSpec's dense oracle) as a closure."""
     spec = LOSS_SPECS[kind]
@@ -86,6 +101,7 @@ def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int |
     methods: dict[str, Callable[[], Tensor]] = {}
     for kind, fn in GEO.items():
         methods[f"GeoKT-{kind}"] = lambda fn=fn: fn(student, teacher, scope=scope, chunk_size=chunk_size)
+        methods[f"GeoKT-{kind} eager"] = on_path("eager", methods[f"GeoKT-{kind}"])
     skipped = []
     if sets * n * n * 4 * 6 <= max_bytes:  # the dense path holds about six such matrices
         for kind in GEO:

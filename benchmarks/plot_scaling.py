@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     with open(args.json_path) as fh:
         payload = json.load(fh)
     rows = [r for r in payload["rows"] if r["scope"] == "image"]
-    methods = [f"GeoKT-{name}" for name in LOSS_SPECS] + ["dense-kl", "SP", "PKT"]
+    methods = [f"GeoKT-{name}" for name in LOSS_SPECS] + ["GeoKT-rank eager", "dense-kl", "SP", "PKT"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for B, style in zip(sorted({r["B"] for r in rows}), ["-", "--", ":"], strict=False):
         for i, method in enumerate(methods):

@@ -84,7 +84,8 @@ def test_chunking_compiled_path_equals_eager(name, chunk_size, path):
 # The native kernels on whole sets (automatic blocks), in both scopes.
 _ORACLE_PATHS = [(scope, chunk, "eager") for scope in ("image", "batch") for chunk in (2, None)] + [
     pytest.param("image", 2, "compiled", marks=needs_compiler, id="image-2-compiled")] + [
-    pytest.param(scope, None, "native", marks=needs_compiler, id=f"{scope}-None-native") for scope in ("image", "batch")]
+    pytest.param(scope, None, "native", marks=needs_compiler, id=f"{scope}-None-native")
+    for scope in ("image", "batch")]
 
 
 @pytest.mark.parametrize("name", list(CASES))
