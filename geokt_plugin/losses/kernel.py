@@ -267,7 +267,8 @@ class _FusedSetLoss(torch.autograd.Function):
             _block_passes(blocks, loss)
         value, grad = blocks.result()
         value = value.masked_fill(broken, math.nan)  # unconditional: no device sync
-        if grad is not None:
+        # A points-sized pass: on CPU, where asking costs no sync, only when a set is broken.
+        if grad is not None and (grad.device.type != "cpu" or bool(broken.any())):
             grad.masked_fill_(broken[:, None, None], math.nan)
         if grad is not None:
             ctx.save_for_backward(grad)

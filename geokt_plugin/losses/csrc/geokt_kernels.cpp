@@ -478,37 +478,48 @@ inline std::uint64_t edge_code(float w, i64 lo, i64 hi) {
 // instructor's Q (D = sqrt(max(Q, 0) + 1e-12); NaN and inf become the largest finite value); copies (rep) take
 // their first copy's weights and weigh sqrt(1e-12) to each other. Edges are ordered by (D, min, max), packed into
 // one integer: a strict order, so the tree is the one every exact algorithm finds (losses/tree.py's Borůvka).
+// The weights go into a symmetric matrix first, so that each of Prim's n steps is two vectorised passes over a row.
 template <class T>
 void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>& adj_start, std::vector<i64>& adj) {
   using Code = decltype(edge_code(T(0), 0, 0));
+  constexpr i64 kTile = 16;
   const T top = std::numeric_limits<T>::max();
-  w.resize(n * n);
-  for (i64 i = 0; i < n; ++i)
+  w.resize(2 * n * n);
+  T* sym = w.data();
+  for (i64 i = 0; i < n; ++i)  // upper triangle, row by row
     for (i64 j = i + 1; j < n; ++j) {
       const T v = dist(q[i * n + j]);
-      w[i * n + j] = v <= top ? v : top;  // NaN and +inf
+      sym[i * n + j] = v <= top ? v : top;  // NaN and +inf
     }
-  auto weight = [&](i64 x, i64 y) {  // symmetric, from the upper triangle, with copies
-    const i64 a = rep[x], b = rep[y];
-    if (a == b) return T(std::sqrt(kDistEps));
-    return a < b ? w[a * n + b] : w[b * n + a];
-  };
+  for (i64 i0 = 0; i0 < n; i0 += kTile)  // mirrored into the lower triangle tile by tile
+    for (i64 j0 = 0; j0 <= i0; j0 += kTile)
+      for (i64 i = i0; i < std::min(n, i0 + kTile); ++i)
+        for (i64 j = j0; j < std::min(i, j0 + kTile); ++j) sym[i * n + j] = sym[j * n + i];
+  bool copies = false;
+  for (i64 i = 0; i < n; ++i) copies |= rep[i] != i;
+  if (copies) {  // every copy takes its first copy's row and column
+    T* with = w.data() + n * n;
+    for (i64 i = 0; i < n; ++i)
+      for (i64 j = 0; j < n; ++j)
+        with[i * n + j] = rep[i] == rep[j] ? T(std::sqrt(kDistEps)) : sym[rep[i] * n + rep[j]];
+    sym = with;
+  }
   const Code none = ~Code(0);
-  std::vector<Code> best(n, none), row(n);
-  std::vector<Code> taken(n, 0);  // none for points in the tree: OR-ing it keeps them out of every minimum
+  const int shift = std::is_same<T, float>::value ? 16 : 32;
+  std::vector<Code> best(n, none), taken(n, 0);  // taken: none for points in the tree, kept out of every minimum
   std::vector<i64> ends;
   ends.reserve(2 * (n - 1));
   i64 v = 0;
   taken[0] = none;
   for (i64 step = 1; step < n; ++step) {
-    for (i64 u = 0; u < n; ++u) row[u] = edge_code(weight(v, u), std::min(u, v), std::max(u, v)) | taken[u];
+    const T* row = sym + v * n;
     Code least = none;
     for (i64 u = 0; u < n; ++u) {
-      best[u] = row[u] < best[u] ? row[u] : best[u];
+      const Code code = edge_code(row[u], std::min(u, v), std::max(u, v)) | taken[u];
+      best[u] = code < best[u] ? code : best[u];
       least = best[u] < least ? best[u] : least;
     }
-    const i64 lo = std::is_same<T, float>::value ? i64((least >> 16) & 0xFFFF) : i64((least >> 32) & 0xFFFFFFFF);
-    const i64 hi = std::is_same<T, float>::value ? i64(least & 0xFFFF) : i64(least & 0xFFFFFFFF);
+    const i64 lo = i64((least >> shift) & ((Code(1) << shift) - 1)), hi = i64(least & ((Code(1) << shift) - 1));
     const i64 pick = taken[lo] ? hi : lo;
     taken[pick] = none;
     best[pick] = none;
@@ -530,10 +541,9 @@ void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>
 template <class T>
 void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 radius, i64 k, const T* points,
          i64 channels, int need_grad, T* value, int threads) {
-  from_gram_all(qs, sq_s, b, n, threads);
-  from_gram_all(qt, sq_t, b, n, threads);
   std::vector<std::vector<i64>> starts(b), adjs(b);
   if (mst) {
+    from_gram_all(qt, sq_t, b, n, threads);  // the tree reads whole sets; every other Q is formed row by row
 #pragma omp parallel num_threads(threads)
     {
       std::vector<T> w;
@@ -549,50 +559,55 @@ void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 
   std::vector<double> row_value(b * n);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> mask(n), qc(n);
+    std::vector<T> qc(n);
     std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(mst ? 0 : k), frontier, next, stamp(n, -1);
+    std::vector<i64> ball(n), stamp(n, -1);  // M's row as a list: the tree ball or the kNN
     std::vector<decltype(packed(key_of(T(0)), 0))> order;
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
       const i64 a = r / n, i = r % n;
-      const T* q = qs + r * n;
+      T* q = qs + r * n;
       T* t = qt + r * n;
-      for (i64 j = 0; j < n; ++j) mask[j] = T(0);
-      if (mst) {  // breadth-first ball of `radius` hops; stamp[v] == r marks the visited
+      from_gram(q, sq_s + a * n, i, n);
+      i64 size = 0;
+      if (mst) {  // breadth-first ball of `radius` hops, level after level in ball itself; stamp[v] == r: seen
         const i64* st = starts[a].data();
         const i64* ad = adjs[a].data();
-        frontier.assign(1, i);
+        auto expand = [&](i64 x) {
+          for (i64 p = st[x]; p < st[x + 1]; ++p)
+            if (stamp[ad[p]] != r) {
+              stamp[ad[p]] = r;
+              ball[size++] = ad[p];
+            }
+        };
         stamp[i] = r;
-        for (i64 hop = 0; hop < radius && !frontier.empty(); ++hop) {
-          next.clear();
-          for (i64 x : frontier)
-            for (i64 p = st[x]; p < st[x + 1]; ++p)
-              if (stamp[ad[p]] != r) {
-                stamp[ad[p]] = r;
-                mask[ad[p]] = T(1);
-                next.push_back(ad[p]);
-              }
-          frontier.swap(next);
+        expand(i);  // hop 1
+        for (i64 hop = 2, head = 0, level_end = size; hop <= radius && head < level_end; ++hop) {
+          for (; head < level_end; ++head) expand(ball[head]);
+          level_end = size;
         }
       } else {
+        from_gram(t, sq_t + a * n, i, n);
         for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));
-        knn_row(keys.data(), n, i, k, nb.data(), order);
-        for (i64 m = 0; m < k; ++m) mask[nb[m]] = T(1);
+        knn_row(keys.data(), n, i, k, ball.data(), order);
+        size = k;
       }
-      for (i64 j = 0; j < n; ++j) qc[j] = j == i ? T(0) : clamp0(t[j]);
-      const T total_t = lane_sum<T>(n, [&](i64 j) { return qc[j]; });
-      const T nac_t = lane_sum<T>(n, [&](i64 j) { return qc[j] * mask[j]; }) / std::max(total_t, T(kNacEps));
-      for (i64 j = 0; j < n; ++j) qc[j] = j == i ? T(0) : clamp0(q[j]);
-      const T total_s = lane_sum<T>(n, [&](i64 j) { return qc[j]; });
-      const T nac_s = lane_sum<T>(n, [&](i64 j) { return qc[j] * mask[j]; }) / std::max(total_s, T(kNacEps));
+      T ball_t = T(0), ball_s = T(0);
+      for (i64 m = 0; m < size; ++m) {
+        ball_t += clamp0(t[ball[m]]);
+        ball_s += clamp0(q[ball[m]]);
+      }
+      const T total_t = lane_sum<T>(n, [&](i64 j) { return j == i ? T(0) : clamp0(t[j]); });
+      const T total_s = lane_sum<T>(n, [&](i64 j) { return j == i ? T(0) : clamp0(q[j]); });
+      const T nac_t = ball_t / std::max(total_t, T(kNacEps)), nac_s = ball_s / std::max(total_s, T(kNacEps));
       const T diff = nac_s - nac_t;
       row_value[r] = double(diff) * double(diff);
       if (!need_grad) continue;
       // c_ij = g_i (M_ij - NAC_i [S_i >= 1e-12]) / max(S_i, 1e-12) [Q_ij >= 0], g_i = 2 (NAC_s - NAC_t) / n.
       const T live = total_s >= T(kNacEps) ? nac_s : T(0);
       const T coef = diff * T(2.0 / double(n)) / std::max(total_s, T(kNacEps));
-      for (i64 j = 0; j < n; ++j) t[j] = q[j] < T(0) ? T(0) : (mask[j] - live) * coef;
+      for (i64 j = 0; j < n; ++j) t[j] = q[j] < T(0) ? T(0) : -live * coef;
+      for (i64 m = 0; m < size; ++m) t[ball[m]] = q[ball[m]] < T(0) ? T(0) : (T(1) - live) * coef;
       t[i] = T(0);
     }
   }
