@@ -29,6 +29,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 
 namespace {
 
@@ -105,7 +109,7 @@ inline unsigned __int128 packed(std::uint64_t key, i64 j) {
 template <class K, class P> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, std::vector<P>& cand) {
   const K top = std::numeric_limits<K>::max();
   keys[i] = top;
-  cand.resize(n);
+  cand.resize(2 * n + 16);  // candidates, then scratch for the vector compress below
   i64 count = 0;
   K threshold = top;
   if (k <= kLanes && n >= 4 * kLanes) {
@@ -126,6 +130,24 @@ template <class K, class P> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, 
     threshold = low[k - 1];
   }
   i64 j = 0;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(K) == 4) {  // 16 compares, a compress in registers, one full store per step
+    std::int32_t* picked = reinterpret_cast<std::int32_t*>(cand.data() + n);  // scratch past every candidate
+    const __m512i limit = _mm512_set1_epi32(static_cast<std::int32_t>(threshold));
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    i64 found = 0;
+    for (; j + 16 <= n; j += 16) {
+      const __mmask16 pass = _mm512_cmple_epu32_mask(_mm512_loadu_si512(static_cast<const void*>(keys + j)), limit);
+      _mm512_storeu_si512(static_cast<void*>(picked + found), _mm512_maskz_compress_epi32(pass, index));
+      found += __builtin_popcount(pass);
+      index = _mm512_add_epi32(index, _mm512_set1_epi32(16));
+    }
+    for (i64 p = 0; p < found; ++p) {  // about 10: pack them, dropping i
+      cand[count] = packed(keys[picked[p]], picked[p]);
+      count += picked[p] != i;
+    }
+  }
+#endif
   for (; j < n; ++j) {  // branch-free append: the test rarely passes, a branch would mispredict
     cand[count] = packed(keys[j], j);
     count += (keys[j] <= threshold) & (j != i);
@@ -538,30 +560,52 @@ void tree(const T* q, i64 n, const i64* rep, std::vector<T>& w, std::vector<i64>
   }
 }
 
+// The hop balls of one tree as bitsets (words = ceil(n / 64) per point): bit j of row i is set iff
+// 1 <= hops(i, j) <= radius. Ball_h(i) = Ball_{h-1}(i) | the union of Ball_{h-1}(j) over i's tree neighbours j, from
+// Ball_0(i) = {i}: radius rounds of 2 (n - 1) word-wise ORs, stopping early once a round changes nothing.
+inline void hop_bits(const std::vector<i64>& start, const std::vector<i64>& adj, i64 n, i64 radius,
+                     std::vector<std::uint64_t>& reach, std::vector<std::uint64_t>& scratch) {
+  const i64 words = (n + 63) / 64;
+  reach.assign(n * words, 0);
+  for (i64 i = 0; i < n; ++i) reach[i * words + i / 64] |= std::uint64_t(1) << (i % 64);
+  for (i64 hop = 0; hop < radius; ++hop) {
+    scratch = reach;
+    for (i64 i = 0; i < n; ++i)
+      for (i64 p = start[i]; p < start[i + 1]; ++p)
+        for (i64 w = 0; w < words; ++w) scratch[i * words + w] |= reach[adj[p] * words + w];
+    const bool same = scratch == reach;
+    reach.swap(scratch);
+    if (same) break;
+  }
+  for (i64 i = 0; i < n; ++i) reach[i * words + i / 64] &= ~(std::uint64_t(1) << (i % 64));
+}
+
 template <class T>
 void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 radius, i64 k, const T* points,
          i64 channels, int need_grad, T* value, int threads) {
-  std::vector<std::vector<i64>> starts(b), adjs(b);
+  const i64 words = (n + 63) / 64;
+  std::vector<std::vector<std::uint64_t>> reach(b);
   if (mst) {
     from_gram_all(qt, sq_t, b, n, threads);  // the tree reads whole sets; every other Q is formed row by row
 #pragma omp parallel num_threads(threads)
     {
       std::vector<T> w;
-      std::vector<i64> rep, order;
-      std::vector<std::uint64_t> hash;
+      std::vector<i64> rep, order, start, adj;
+      std::vector<std::uint64_t> hash, scratch;
 #pragma omp for schedule(dynamic)
       for (i64 a = 0; a < b; ++a) {
         first_copies(points + a * n * channels, n, channels, rep, hash, order);
-        tree(qt + a * n * n, n, rep.data(), w, starts[a], adjs[a]);
+        tree(qt + a * n * n, n, rep.data(), w, start, adj);
+        hop_bits(start, adj, n, radius, reach[a], scratch);
       }
     }
   }
   std::vector<double> row_value(b * n);
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> qc(n);
+    std::vector<T> mask(n);
     std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> ball(n), stamp(n, -1);  // M's row as a list: the tree ball or the kNN
+    std::vector<i64> nb(k);
     std::vector<decltype(packed(key_of(T(0)), 0))> order;
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
@@ -569,34 +613,18 @@ void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 
       T* q = qs + r * n;
       T* t = qt + r * n;
       from_gram(q, sq_s + a * n, i, n);
-      i64 size = 0;
-      if (mst) {  // breadth-first ball of `radius` hops, level after level in ball itself; stamp[v] == r: seen
-        const i64* st = starts[a].data();
-        const i64* ad = adjs[a].data();
-        auto expand = [&](i64 x) {
-          for (i64 p = st[x]; p < st[x + 1]; ++p)
-            if (stamp[ad[p]] != r) {
-              stamp[ad[p]] = r;
-              ball[size++] = ad[p];
-            }
-        };
-        stamp[i] = r;
-        expand(i);  // hop 1
-        for (i64 hop = 2, head = 0, level_end = size; hop <= radius && head < level_end; ++hop) {
-          for (; head < level_end; ++head) expand(ball[head]);
-          level_end = size;
-        }
+      if (mst) {  // M's row from the ball's bits
+        const std::uint64_t* bits = reach[a].data() + i * words;
+        for (i64 j = 0; j < n; ++j) mask[j] = T((bits[j >> 6] >> (j & 63)) & 1);
       } else {
         from_gram(t, sq_t + a * n, i, n);
         for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));
-        knn_row(keys.data(), n, i, k, ball.data(), order);
-        size = k;
+        knn_row(keys.data(), n, i, k, nb.data(), order);
+        for (i64 j = 0; j < n; ++j) mask[j] = T(0);
+        for (i64 m = 0; m < k; ++m) mask[nb[m]] = T(1);
       }
-      T ball_t = T(0), ball_s = T(0);
-      for (i64 m = 0; m < size; ++m) {
-        ball_t += clamp0(t[ball[m]]);
-        ball_s += clamp0(q[ball[m]]);
-      }
+      const T ball_t = lane_sum<T>(n, [&](i64 j) { return clamp0(t[j]) * mask[j]; });
+      const T ball_s = lane_sum<T>(n, [&](i64 j) { return clamp0(q[j]) * mask[j]; });
       const T total_t = lane_sum<T>(n, [&](i64 j) { return j == i ? T(0) : clamp0(t[j]); });
       const T total_s = lane_sum<T>(n, [&](i64 j) { return j == i ? T(0) : clamp0(q[j]); });
       const T nac_t = ball_t / std::max(total_t, T(kNacEps)), nac_s = ball_s / std::max(total_s, T(kNacEps));
@@ -606,8 +634,7 @@ void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 
       // c_ij = g_i (M_ij - NAC_i [S_i >= 1e-12]) / max(S_i, 1e-12) [Q_ij >= 0], g_i = 2 (NAC_s - NAC_t) / n.
       const T live = total_s >= T(kNacEps) ? nac_s : T(0);
       const T coef = diff * T(2.0 / double(n)) / std::max(total_s, T(kNacEps));
-      for (i64 j = 0; j < n; ++j) t[j] = q[j] < T(0) ? T(0) : -live * coef;
-      for (i64 m = 0; m < size; ++m) t[ball[m]] = q[ball[m]] < T(0) ? T(0) : (T(1) - live) * coef;
+      for (i64 j = 0; j < n; ++j) t[j] = q[j] < T(0) ? T(0) : (mask[j] - live) * coef;
       t[i] = T(0);
     }
   }
