@@ -93,7 +93,8 @@ def _dense_closure(kind: str, student: Tensor, teacher: Tensor, scope: str) -> C
 
 
 def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int | None, max_bytes: float,
-                 td: dict[str, Any]) -> tuple[dict[str, Callable[[], Tensor]], list[str]]:
+                 td: dict[str, Any], dense_losses: tuple[str, ...] = tuple(GEO)
+                 ) -> tuple[dict[str, Callable[[], Tensor]], list[str]]:
     """Loss closures (forward only; the caller adds backward) and the names skipped for memory."""
     B, _, H, W = student.shape
     n = H * W if scope == "image" else B * H * W
@@ -104,7 +105,7 @@ def cell_methods(student: Tensor, teacher: Tensor, scope: str, chunk_size: int |
         methods[f"GeoKT-{kind} eager"] = on_path("eager", methods[f"GeoKT-{kind}"])
     skipped = []
     if sets * n * n * 4 * 6 <= max_bytes:  # the dense path holds about six such matrices
-        for kind in GEO:
+        for kind in dense_losses:
             methods[f"dense-{kind}"] = _dense_closure(kind, student, teacher, scope)
     else:
         skipped.append("dense")
@@ -173,7 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 torch.manual_seed(0)
                 student = torch.randn(B, CS, side, side).relu().requires_grad_()
                 teacher = torch.randn(B, CT, side, side).relu()
-                methods, skipped = cell_methods(student, teacher, scope, args.chunk_size, max_bytes, td)
+                methods, skipped = cell_methods(student, teacher, scope, args.chunk_size, max_bytes, td,
+                                                tuple(args.dense_losses))
                 runs = {name: forward_backward(fn, student) for name, fn in methods.items()}
                 load = os.getloadavg()[0]
                 times = C.interleaved_times(runs, repeats=args.repeats, warmup=1)
@@ -219,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--max-dense-gib", type=float, default=0.5)
+    parser.add_argument("--dense-losses", nargs="*", default=list(GEO), choices=list(GEO),
+                        help="losses whose dense autograd oracle is timed too (dense NAC takes seconds per call)")
     parser.add_argument("--reference-n", type=int, nargs="*", default=[64, 256, 1024],
                         help="N for the naive-reference comparison at B = 1 (empty: skip)")
     parser.add_argument("--out", default=None)

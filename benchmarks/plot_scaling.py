@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     axes[0].legend(fontsize=6, ncol=2)
     env = payload["env_before"]
     fig.suptitle(f"GeoKT loss cost vs N and B ({env['date']}, {env['torch_threads']} thread(s), "
-                 f"load {env['loadavg'][0]}, shared CPU)", fontsize=9)
+                 f"load {env['loadavg'][0]}, 2-vCPU VM)", fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.png_path)), exist_ok=True)
     fig.savefig(args.png_path, dpi=110)
