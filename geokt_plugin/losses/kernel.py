@@ -6,6 +6,9 @@ gradient w.r.t. the student points in the forward pass, walking the distance mat
 only that gradient (the size of the student points) for backward. Nothing is recomputed in backward; peak extra
 memory is a few matrices of one block, bounded by ``chunk_size``.
 
+On CPU, a loss that defines ``native_block`` runs on the native C++ kernels instead wherever the blocks hold whole
+sets (:mod:`.native`, docs/performance.md); the block kernel here is the path everywhere else.
+
 A loss plugs in as a :class:`BlockLoss`: it says what one block contributes (values, ``dL/dQ`` pair coefficients,
 the scale's share); :class:`Blocks` owns the blocks, the accumulators and the block geometry. The gradient is the
 derivative of exactly the forward computation (same expansion, same clamp, same eps), derived by hand:

@@ -2,13 +2,13 @@
 
 On CPU the eager block kernel spends its time in 15-25 elementwise passes over every ``(rows, n)`` block, in
 ``topk`` and in dispatch, not in arithmetic (docs/performance.md). The native kernel keeps one batched matmul per
-network (the Gram matrices) and one that applies the gradient, and does everything between them in C++, row by
+network (the Gram matrices) and two that apply the gradient, and does everything between them in C++, row by
 row, with the row in L1: squared distances, the scale, the instructor's kNN or tree, the softmaxes, the value and
 ``dL/dQ``. It needs blocks of whole sets (``chunk_size`` at least ``n``, or automatic with
 ``n <= MAX_POINTS``); other layouts, other devices and other dtypes run the block kernel of ``kernel.py``.
 
-Build: the first use in a process compiles the source with the system C++ compiler (``c++``/``g++``/``clang++``,
-``-O3 -march=native -fopenmp``; about 4 s) into a cache keyed by the source, flags, compiler and CPU
+Build: the first use on a machine compiles the source with the system C++ compiler (``c++``/``g++``/``clang++``,
+``-O3 -march=native -fopenmp``; 4-6 s) into a cache keyed by the source, flags, compiler and CPU
 (``$GEOKT_CACHE_DIR`` or ``~/.cache/geokt_plugin``), then loads it with ctypes; later processes only load it.
 OpenMP resolves to the runtime torch has already loaded, so the kernel shares torch's threads
 (``torch.get_num_threads()``). Any failure (no compiler, a compile error, a read-only cache) logs one line on the

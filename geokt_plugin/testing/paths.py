@@ -19,7 +19,7 @@ from ..losses.paths import select_path
 __all__ = ["PATHS", "kernel_path", "needs_compiler"]
 
 _OK, _WHY = compile_available("cpu")
-needs_compiler = pytest.mark.skipif(not _OK, reason=f"compiled path: {_WHY}")
+needs_compiler = pytest.mark.skipif(not _OK, reason=f"compiled and native paths: {_WHY}")
 PATHS = ["eager", pytest.param("compiled", marks=needs_compiler), pytest.param("native", marks=needs_compiler)]
 
 
