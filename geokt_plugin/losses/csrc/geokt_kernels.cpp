@@ -240,6 +240,21 @@ template <class T> void store(const std::vector<double>& v, T* out) {
   for (std::size_t a = 0; a < v.size(); ++a) out[a] = T(v[a]);
 }
 
+// The end of a loss with a scale: per-set values (row sums times value_factor), then, with gradients, dL/ds of
+// set a = its row_dscale sum times dscale_factor(a), folded into C' (beta = dL/ds / (2 n (n - 1))).
+template <class T, class F>
+void finish(const std::vector<double>& row_value, double value_factor, const std::vector<double>& row_dscale,
+            F dscale_factor, T* qs, T* qt, i64 b, i64 n, int need_grad, T* value, int threads) {
+  std::vector<double> v;
+  per_set(row_value, b, n, value_factor, v);
+  store(v, value);
+  if (!need_grad) return;
+  std::vector<double> beta;
+  per_set(row_dscale, b, n, 1.0, beta);
+  for (i64 a = 0; a < b; ++a) beta[a] *= dscale_factor(a) / (2.0 * double(n * (n - 1)));
+  fold_scale(qs, qt, b, n, beta, threads);
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // neighbor_rank_loss: q[j|i] = softmax_{j != i}(-D_s / (T s_s)), L = 1/n sum_i (-log k - 1/k sum_{K(i)} log q).
 // ------------------------------------------------------------------------------------------------------------
@@ -294,14 +309,8 @@ void rank(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, doubl
       t[i] = T(0);
     }
   }
-  std::vector<double> v;
-  per_set(row_value, b, n, 1.0 / double(n), v);
-  store(v, value);
-  if (!need_grad) return;
-  std::vector<double> beta;
-  per_set(row_dscale, b, n, 1.0, beta);
-  for (i64 a = 0; a < b; ++a) beta[a] *= 1.0 / (temperature * sc[a] * sc[a]) / (2.0 * double(n * (n - 1)));
-  fold_scale(qs, qt, b, n, beta, threads);
+  finish(row_value, 1.0 / double(n), row_dscale, [&](i64 a) { return 1.0 / (temperature * sc[a] * sc[a]); }, qs, qt,
+         b, n, need_grad, value, threads);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -356,14 +365,8 @@ void kl(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, double bandwid
       t[i] = T(0);
     }
   }
-  std::vector<double> v;
-  per_set(row_value, b, n, 1.0 / double(n), v);
-  store(v, value);
-  if (!need_grad) return;
-  std::vector<double> beta;
-  per_set(row_dscale, b, n, 1.0, beta);
-  for (i64 a = 0; a < b; ++a) beta[a] *= -2.0 / sc_s[a] / (2.0 * double(n * (n - 1)));
-  fold_scale(qs, qt, b, n, beta, threads);
+  finish(row_value, 1.0 / double(n), row_dscale, [&](i64 a) { return -2.0 / sc_s[a]; }, qs, qt, b, n, need_grad,
+         value, threads);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -434,14 +437,8 @@ void distance(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, i
       row_dscale[r] = dsc;
     }
   }
-  std::vector<double> v;
-  per_set(row_value, b, n, 1.0 / pairs, v);
-  store(v, value);
-  if (!need_grad) return;
-  std::vector<double> beta;
-  per_set(row_dscale, b, n, 1.0 / pairs, beta);
-  for (i64 a = 0; a < b; ++a) beta[a] *= 1.0 / (sc_s[a] * sc_s[a]) / (2.0 * double(n * (n - 1)));
-  fold_scale(qs, qt, b, n, beta, threads);
+  finish(row_value, 1.0 / pairs, row_dscale, [&](i64 a) { return 1.0 / (pairs * sc_s[a] * sc_s[a]); }, qs, qt, b, n,
+         need_grad, value, threads);
 }
 
 // ------------------------------------------------------------------------------------------------------------
