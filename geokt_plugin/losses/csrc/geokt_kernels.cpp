@@ -165,6 +165,25 @@ template <class K, class P> void knn_row(K* keys, i64 n, i64 i, i64 k, i64* nb, 
   for (i64 m = 0; m < k; ++m) nb[m] = i64(cand[m] & 0xFFFFFFFFu);
 }
 
+// One thread's kNN of rows: the keys of a row (non-negative floats, as their bits), then knn_row. `nearest` uses
+// A = max(Q, 0) + 1e-12 of an instructor row (the kNN of D, since sqrt is monotone); `by_value` any keys.
+template <class T> struct RowKnn {
+  std::vector<typename KeyOf<T>::type> keys;
+  std::vector<i64> nb;
+  std::vector<decltype(packed(key_of(T(0)), 0))> cand;
+  RowKnn(i64 n, i64 k) : keys(n), nb(k) {}
+  const i64* by_value(const T* row, i64 n, i64 i, i64 k) {
+    for (i64 j = 0; j < n; ++j) keys[j] = key_of(row[j]);
+    knn_row(keys.data(), n, i, k, nb.data(), cand);
+    return nb.data();
+  }
+  const i64* nearest(const T* q_row, i64 n, i64 i, i64 k) {
+    for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(q_row[j]) + T(kDistEps)));
+    knn_row(keys.data(), n, i, k, nb.data(), cand);
+    return nb.data();
+  }
+};
+
 // Row i of a set's Gram matrix G (sq: the set's squared norms) becomes Q_ij = |x_i|^2 - 2 G_ij + |x_j|^2, in place.
 template <class T> inline void from_gram(T* row, const T* sq, i64 i, i64 n) {
   const T sq_i = sq[i];
@@ -267,9 +286,7 @@ void rank(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, doubl
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> d(n), logit(n), e(n);
-    std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(k);
-    std::vector<decltype(packed(key_of(T(0)), 0))> order;
+    RowKnn<T> knn(n, k);
     std::vector<char> in(n, 0);
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
@@ -277,8 +294,7 @@ void rank(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, doubl
       T* q = qs + r * n;
       T* t = qt + r * n;
       from_gram(t, sq_t + a * n, i, n);
-      for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));  // the kNN of A = D^2
-      knn_row(keys.data(), n, i, k, nb.data(), order);
+      const i64* nb = knn.nearest(t, n, i, k);
       const T f = T(-1.0 / temperature / sc[a]);
       for (i64 j = 0; j < n; ++j) {
         d[j] = dist(q[j]);
@@ -384,9 +400,7 @@ void distance(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, i
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> dt(n), u(n);
-    std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(all ? 0 : k);
-    std::vector<decltype(packed(key_of(T(0)), 0))> order;
+    RowKnn<T> knn(n, all ? 0 : k);
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
       const i64 a = r / n, i = r % n;
@@ -414,8 +428,7 @@ void distance(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, i64 k, i
         val = double(lane_sum<T>(n, [&](i64 j) { return u[j]; }));
         dsc = double(lane_sum<T>(n, [&](i64 j) { return dt[j]; }));
       } else {
-        for (i64 j = 0; j < n; ++j) keys[j] = key_of(dt[j]);
-        knn_row(keys.data(), n, i, k, nb.data(), order);
+        const i64* nb = knn.by_value(dt.data(), n, i, k);
         if (need_grad)
           for (i64 j = 0; j < n; ++j) u[j] = T(0);
         const T cf = T(1.0 / (pairs * 2.0 * sc_s[a]));
@@ -601,9 +614,7 @@ void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> mask(n);
-    std::vector<typename KeyOf<T>::type> keys(n);
-    std::vector<i64> nb(k);
-    std::vector<decltype(packed(key_of(T(0)), 0))> order;
+    RowKnn<T> knn(n, k);
 #pragma omp for schedule(static)
     for (i64 r = 0; r < b * n; ++r) {
       const i64 a = r / n, i = r % n;
@@ -615,8 +626,7 @@ void nac(T* qs, T* qt, const T* sq_s, const T* sq_t, i64 b, i64 n, int mst, i64 
         for (i64 j = 0; j < n; ++j) mask[j] = T((bits[j >> 6] >> (j & 63)) & 1);
       } else {
         from_gram(t, sq_t + a * n, i, n);
-        for (i64 j = 0; j < n; ++j) keys[j] = key_of(T(clamp0(t[j]) + T(kDistEps)));
-        knn_row(keys.data(), n, i, k, nb.data(), order);
+        const i64* nb = knn.nearest(t, n, i, k);
         for (i64 j = 0; j < n; ++j) mask[j] = T(0);
         for (i64 m = 0; m < k; ++m) mask[nb[m]] = T(1);
       }
