@@ -299,9 +299,9 @@ def _native_pass(blocks: Blocks, loss: BlockLoss, whole: list[slice]) -> None:
     """The native kernels: per block of whole sets, each network's Gram matrix by one batched matmul, the loss in
     C++, and ``grad += -2 (C' X + C'^T X)`` by two more (BLAS reads the transpose in place); no scale pass, no
     ``ds/dx``: the kernel folds the scale's share into ``C'``."""
+    (points_s, sq_s), (points_t, sq_t) = blocks.aug_s, blocks.aug_t
     for sets in whole:
-        (x_s, sq_s), (x_t, sq_t) = blocks.aug_s, blocks.aug_t
-        x_s, x_t = x_s[sets], x_t[sets]
+        x_s, x_t = points_s[sets], points_t[sets]
         g_s, g_t = torch.bmm(x_s, x_s.transpose(1, 2)), torch.bmm(x_t, x_t.transpose(1, 2))
         blocks.value[sets] += loss.native_block(sets, (g_s, g_t, sq_s[sets], sq_t[sets]))
         if blocks.grad is not None:
