@@ -14,6 +14,7 @@ from torch import Tensor
 from .checks import check_feature_maps
 
 __all__ = [
+    "AUTO_BLOCK_ENTRIES",
     "DIST_EPS",
     "SCALE_EPS",
     "knn",
@@ -24,6 +25,7 @@ __all__ = [
     "rescale_overflowing",
 ]
 
+AUTO_BLOCK_ENTRIES = 1 << 18  # distances per network in one block when chunk_size is None: 1 MiB per fp32 matrix
 DIST_EPS = 1e-12  # added under the square root: finite gradients at coincident points
 SCALE_EPS = 1e-12  # floor of the mean distance: finite values for collapsed point sets
 

@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 from . import native
 from .checks import check_chunk_size, check_common
 from .compiled import block_function
-from .geometry import DIST_EPS, SCALE_EPS, point_sets, reduce, rescale_overflowing
+from .geometry import AUTO_BLOCK_ENTRIES, DIST_EPS, SCALE_EPS, point_sets, reduce, rescale_overflowing
 
 __all__ = [
     "BlockLoss",
@@ -50,7 +50,6 @@ __all__ = [
     "sq_block",
 ]
 
-AUTO_BLOCK_ENTRIES = 1 << 18  # distance entries per block when chunk_size is None: 1 MiB per fp32 matrix
 
 Augmented = tuple[Tensor, Tensor]  # (points, squared norms)
 Side = tuple[Tensor, Tensor, Tensor, Tensor]  # one network on a row block: rows, their norms, all points, norms

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import compiled
+from .geometry import AUTO_BLOCK_ENTRIES
 
 __all__ = [
     "MAX_POINTS",
@@ -60,7 +61,6 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-m
 ABI_VERSION = 1
 CACHE_ENV = "GEOKT_CACHE_DIR"
 MAX_POINTS = 1024  # automatic blocks: whole sets up to this size (one (n, n) matrix per network: 4 MiB in float32)
-BLOCK_ENTRIES = 1 << 18  # automatic blocks: about this many distances per network (as kernel.AUTO_BLOCK_ENTRIES)
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 
 _switch: bool | None = None
@@ -167,12 +167,12 @@ def whole_set_blocks(num_sets: int, n: int, chunk_size: int | None) -> list[slic
     """Blocks of whole sets for the native kernels, or ``None`` where the layout splits a set's rows.
 
     ``chunk_size >= n`` groups ``chunk_size // n`` sets per block (as the block kernel does); ``None`` groups about
-    ``BLOCK_ENTRIES`` distances per block, at least one set, for sets of at most ``MAX_POINTS`` points.
+    ``AUTO_BLOCK_ENTRIES`` distances per block, at least one set, for sets of at most ``MAX_POINTS`` points.
     """
     if chunk_size is not None:
         per = chunk_size // n
     elif n <= MAX_POINTS:
-        per = max(1, BLOCK_ENTRIES // (n * n))
+        per = max(1, AUTO_BLOCK_ENTRIES // (n * n))
     else:
         per = 0
     if per < 1:
